@@ -1,0 +1,169 @@
+"""The JSON API: symbols, snapshot, pages of the log, publishing, health."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ticker import lease, log, params
+from ticker.background import ensure_started
+from ticker.config import Settings, normalise_symbol
+from ticker.db import get_engine
+from ticker.errors import RequestError, error_response
+from ticker.events import Tick, check_price, now_us, parse_ts
+
+bp = Blueprint("api", __name__)
+
+MAX_PAGE = 1000
+MAX_BATCH = 10_000
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["ticker.settings"]
+    return settings
+
+
+@bp.get("/api/symbols")
+def list_symbols() -> Response:
+    """List the tracked symbols, each with its latest tick (or null)."""
+    settings = _settings()
+    with get_engine().connect() as conn:
+        latest = {e.symbol: e.to_dict() for e in log.latest(conn, settings.symbols)}
+    return jsonify({"symbols": [{"symbol": s, "tick": latest.get(s)} for s in settings.symbols]})
+
+
+@bp.get("/api/snapshot")
+def snapshot() -> Response:
+    """Return the head and the latest tick of each chosen symbol, from one snapshot."""
+    symbols = params.symbols(request.args.get("symbols"), _settings())
+    with get_engine().connect() as conn:
+        position = log.position(conn)
+        ticks = [e.to_dict() for e in log.latest(conn, symbols)]
+    return jsonify({"head": position.head, "ticks": ticks})
+
+
+@bp.get("/api/ticks")
+def list_ticks() -> Response:
+    """Return a page of one symbol's events after an id, in id order."""
+    settings = _settings()
+    raw_symbol = request.args.get("symbol")
+    if raw_symbol is None or not raw_symbol.strip():
+        raise RequestError(400, "symbol is required, e.g. ?symbol=BTC-USD")
+    symbol = params.symbols(raw_symbol, settings)
+    if len(symbol) != 1:
+        raise RequestError(400, "give exactly one symbol")
+    after = params.event_id(request.args.get("after"), "after") or 0
+    limit = params.integer(request.args.get("limit"), "limit", 100, MAX_PAGE)
+    with get_engine().connect() as conn:
+        found = log.read_after(conn, after, symbol, limit)
+    next_after = found[-1].id if len(found) == limit else None
+    return jsonify({"ticks": [e.to_dict() for e in found], "next_after": next_after})
+
+
+def _check_token(settings: Settings) -> None:
+    if settings.publish_token is None:
+        raise RequestError(403, "publishing is disabled: set TICKER_PUBLISH_TOKEN to enable it")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), settings.publish_token.encode()
+    ):
+        raise RequestError(401, "missing or wrong bearer token")
+
+
+def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
+    def bad(field: str, message: str, status: int = 422) -> RequestError:
+        return RequestError(status, f"item {index}: {field} {message}", index=index, field=field)
+
+    if not isinstance(item, dict):
+        raise bad("tick", "must be an object with symbol, price and optional ts", 400)
+    unexpected = sorted(set(item) - {"symbol", "price", "ts"})
+    if unexpected:
+        raise bad(unexpected[0], "is not a tick field (symbol, price, ts)")
+    raw_symbol = item.get("symbol")
+    if not isinstance(raw_symbol, str):
+        raise bad("symbol", "is required and must be a string")
+    try:
+        symbol = normalise_symbol(raw_symbol)
+    except ValueError:
+        raise bad("symbol", f"{raw_symbol[:40]!r} is malformed") from None
+    if symbol not in settings.symbols:
+        raise bad("symbol", f"{symbol!r} is not tracked")
+    raw_price = item.get("price")
+    if isinstance(raw_price, Decimal):
+        raw_price = format(raw_price, "f")
+    if not isinstance(raw_price, str):
+        raise bad("price", "is required: a decimal string such as \"67012.35\"")
+    try:
+        price = check_price(raw_price.strip())
+    except ValueError as exc:
+        raise bad("price", f"{raw_price[:40]!r}: {exc}") from None
+    ts = received_us
+    raw_ts = item.get("ts")
+    if raw_ts is not None:
+        if not isinstance(raw_ts, str):
+            raise bad("ts", "must be an ISO 8601 string such as \"2026-11-21T10:00:00Z\"")
+        try:
+            ts = parse_ts(raw_ts)
+        except ValueError as exc:
+            raise bad("ts", f"{raw_ts[:40]!r} is not an ISO 8601 time with a zone ({exc})") from None
+    return Tick(symbol, price, ts)
+
+
+@bp.post("/api/ticks")
+def publish() -> tuple[Response, int]:
+    """Append a tick or a list of ticks from an outside producer, all or nothing."""
+    settings = _settings()
+    _check_token(settings)
+    try:
+        body = json.loads(request.get_data(cache=False), parse_float=Decimal, parse_int=Decimal)
+    except ValueError as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise RequestError(400, "the body is an empty list: send at least one tick")
+    if len(items) > MAX_BATCH:
+        raise RequestError(413, f"too many ticks in one request: {len(items)}, at most {MAX_BATCH}")
+    received = now_us()
+    batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
+    ids = log.append(get_engine(), batch)
+    current_app.extensions["ticker.follower"].wake()
+    return jsonify({"ids": ids}), 201
+
+
+@bp.get("/healthz")
+def health() -> tuple[Response, int]:
+    """Report whether the database answers, the head, the producer and the newest tick's age."""
+    ensure_started(current_app)
+    producer = current_app.extensions["ticker.producer"]
+    settings = _settings()
+    try:
+        with get_engine().connect() as conn:
+            position = log.position(conn)
+            holder = lease.current(conn)
+            newest = log.latest_any(conn)
+    except Exception as exc:
+        return error_response(503, f"database unavailable: {type(exc).__name__}"), 503
+    now = now_us()
+    return jsonify(
+        {
+            "status": "ok",
+            "head": position.head,
+            "pruned_through": position.pruned_through,
+            "newest_tick_age_s": None if newest is None else round((now - newest.ts) / 1e6, 3),
+            "producer": {
+                "mode": settings.producer,
+                "source": settings.source,
+                "holder": None if holder is None or holder[1] <= now else holder[0],
+                "this_process": producer.state.leader,
+                "ticks": producer.state.ticks,
+                "errors": producer.state.errors,
+                "last_error": producer.state.last_error,
+            },
+            "streams": current_app.extensions["ticker.slots"].open,
+        }
+    ), 200

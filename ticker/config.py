@@ -1,0 +1,167 @@
+"""Load the ``TICKER_*`` settings and validate them once, at start-up.
+
+Order: built-in defaults, then the environment, then the caller's overrides
+(tests). Every bad value raises :class:`~ticker.errors.ConfigError` naming the
+variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ticker.errors import ConfigError
+
+DEFAULT_SYMBOLS = "BTC-USD,ETH-USD,SOL-USD,DOGE-USD,AAPL,MSFT,NVDA,TSLA,EUR-USD"
+SOURCES = ("sim", "none")
+
+# A symbol is 1-32 printable ASCII characters without spaces or commas.  It is
+# deliberately broad (BRK.B, ^GSPC, EUR/USD, ES=F) and the page escapes it.
+SYMBOL_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,32}$")
+
+_AGE_RE = re.compile(r"^(\d+)([smhd])$")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Keep events younger than ``max_age`` seconds and at most ``max_events`` of them."""
+
+    max_age: float | None = None
+    max_events: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_age is not None or self.max_events is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one ticker process."""
+
+    database_url: str
+    symbols: tuple[str, ...]
+    source: str = "sim"
+    tick_interval: float = 1.0
+    seed: int | None = None
+    retention: Retention = field(default_factory=Retention)
+    heartbeat: float = 15.0
+    max_symbols: int = 50
+    max_streams: int = 5000
+    publish_token: str | None = None
+    producer: str = "auto"
+    cors_origins: tuple[str, ...] = ()
+    # Internal knobs, not part of the public contract; tests shrink them.
+    lease_ttl: float = 5.0
+    poll_interval: float = 0.05
+    hub_capacity: int = 20000
+
+
+def normalise_symbol(raw: str) -> str:
+    """Return ``raw`` upper-cased, or raise ``ValueError`` when it is not a symbol."""
+    symbol = raw.strip().upper()
+    if not SYMBOL_RE.match(symbol):
+        raise ValueError(raw)
+    return symbol
+
+
+def parse_retention(raw: str) -> Retention:
+    """Parse ``24h``, ``500000`` or both (``24h,500000``) into a :class:`Retention`."""
+    max_age: float | None = None
+    max_events: int | None = None
+    for part in (p.strip().lower() for p in raw.split(",")):
+        if not part:
+            continue
+        age = _AGE_RE.match(part)
+        if age and max_age is None:
+            max_age = float(int(age.group(1)) * _AGE_UNITS[age.group(2)])
+        elif part.isdigit() and max_events is None:
+            max_events = int(part)
+        else:
+            raise ValueError(raw)
+        if max_age == 0 or max_events == 0:
+            raise ValueError(raw)
+    return Retention(max_age, max_events)
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float], minimum: float) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(name, raw, f"expected a {kind.__name__}") from None
+    if value < minimum or value != value:  # the second test rejects NaN
+        raise ConfigError(name, raw, f"must be at least {minimum}")
+    return value
+
+
+def load_settings(
+    default_database_url: str,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, ``environ`` and ``overrides``."""
+    env = dict(os.environ if environ is None else environ)
+    for key, value in (overrides or {}).items():
+        env[f"TICKER_{key.upper()}"] = str(value)
+
+    def get(name: str) -> str | None:
+        value = env.get(f"TICKER_{name}")
+        return value.strip() if value is not None and value.strip() else None
+
+    values: dict[str, Any] = {"database_url": get("DATABASE_URL") or default_database_url}
+
+    raw_symbols = get("SYMBOLS") or DEFAULT_SYMBOLS
+    symbols: list[str] = []
+    for part in raw_symbols.split(","):
+        try:
+            symbol = normalise_symbol(part)
+        except ValueError:
+            raise ConfigError(
+                "TICKER_SYMBOLS", raw_symbols, f"{part.strip()!r} is not a valid symbol"
+            ) from None
+        if symbol not in symbols:
+            symbols.append(symbol)
+    values["symbols"] = tuple(symbols)
+
+    source = (get("SOURCE") or "sim").lower()
+    if source not in SOURCES:
+        raise ConfigError("TICKER_SOURCE", source, f"choose one of {', '.join(SOURCES)}")
+    values["source"] = source
+
+    floats = {"TICK_INTERVAL": 0.01, "HEARTBEAT": 0.1, "LEASE_TTL": 0.5, "POLL_INTERVAL": 0.001}
+    for name, minimum in floats.items():
+        raw = get(name)
+        if raw is not None:
+            values[name.lower()] = float(_number(f"TICKER_{name}", raw, float, minimum))
+    ints = {"MAX_SYMBOLS": 1, "MAX_STREAMS": 1, "HUB_CAPACITY": 100, "SEED": 0}
+    for name, minimum in ints.items():
+        raw = get(name)
+        if raw is not None:
+            values[name.lower()] = int(_number(f"TICKER_{name}", raw, int, minimum))
+
+    raw = get("RETENTION")
+    if raw is not None:
+        try:
+            values["retention"] = parse_retention(raw)
+        except ValueError:
+            raise ConfigError(
+                "TICKER_RETENTION", raw, "expected an age like 30s, 15m, 24h, 7d, a count "
+                "of events like 500000, or both separated by a comma"
+            ) from None
+    else:
+        values["retention"] = Retention(max_age=7 * 86400.0)
+
+    values["publish_token"] = get("PUBLISH_TOKEN")
+
+    producer = (get("PRODUCER") or "auto").lower()
+    if producer not in ("auto", "off"):
+        raise ConfigError("TICKER_PRODUCER", producer, "choose auto or off")
+    values["producer"] = producer
+
+    origins = get("CORS_ORIGINS")
+    if origins:
+        values["cors_origins"] = tuple(o.strip().rstrip("/") for o in origins.split(",") if o)
+
+    return Settings(**values)

@@ -1,0 +1,80 @@
+"""The database engine: one per app, created from ``TICKER_DATABASE_URL``.
+
+SQLite runs in WAL mode so readers never block the writer.  The driver's own
+transaction handling is switched off and SQLAlchemy emits ``BEGIN`` itself, so a
+read sees one snapshot from its first statement to its end and a writer can ask
+for ``BEGIN IMMEDIATE`` (execution option ``begin="IMMEDIATE"``) to take the
+write lock up front instead of failing on an upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose metadata names constraints the same way every time."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``, tuned for SQLite when it is SQLite."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "isolation_level": None, "timeout": 30},
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=30,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """Open a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commit it on exit."""
+    with engine.connect() as conn:
+        conn.execution_options(begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+def init_app(app: Flask, url: str) -> None:
+    """Create the app's engine and keep it in ``app.extensions``."""
+    app.extensions["ticker.db"] = make_engine(url)
+
+
+def get_engine(app: Flask | None = None) -> Engine:
+    """Return the engine of ``app`` (or of the current app)."""
+    engine: Engine = (app or current_app).extensions["ticker.db"]
+    return engine

@@ -1,0 +1,71 @@
+"""The two value types of ticker: a *tick* from a source, an *event* in the log.
+
+A tick has no id; appending it to the log makes it an event, whose id is the
+SSE id.  Prices are decimal strings kept exactly as the source gave them, and
+times are integer microseconds since the Unix epoch, shown as ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PRICE_RE = re.compile(r"^(?:0|[1-9]\d{0,19})(?:\.\d{1,18})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A price for a symbol at a time, before it has an id."""
+
+    symbol: str
+    price: str
+    ts: int  # microseconds since the epoch, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A tick in the log; ``id`` is its position there."""
+
+    id: int
+    symbol: str
+    price: str
+    ts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON shape of the event, as the API and the stream send it."""
+        return {"id": self.id, "symbol": self.symbol, "price": self.price, "ts": format_ts(self.ts)}
+
+    def to_json(self) -> str:
+        """Return the event as one line of compact JSON."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+def now_us() -> int:
+    """Return the current time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def format_ts(ts: int) -> str:
+    """Format microseconds since the epoch as ISO 8601 UTC with a ``Z``."""
+    return (_EPOCH + timedelta(microseconds=ts)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(raw: str) -> int:
+    """Parse an ISO 8601 time with a zone into microseconds; raise ``ValueError`` if not."""
+    parsed = datetime.fromisoformat(raw.replace("z", "Z"))
+    if parsed.tzinfo is None:
+        raise ValueError("the time has no zone; add Z or an offset such as +00:00")
+    delta = parsed - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def check_price(raw: str) -> str:
+    """Return ``raw`` when it is a plain positive decimal such as ``67012.35``."""
+    if not _PRICE_RE.match(raw) or not raw.strip("0."):
+        raise ValueError("expected a positive decimal such as \"67012.35\"")
+    return raw

@@ -1,0 +1,86 @@
+"""The one reader of the log per process: it feeds new events to the hub.
+
+Invariant: the follower publishes every committed event exactly once and in id
+order.  It reads ``id > position`` in pages and moves ``position`` to the last
+id it published.  Because ids become visible in commit order (see ``log``), no
+event can later appear below ``position``.  Streams never poll the database
+while they wait: they wait on the hub, which this single reader fills.
+
+Appends made in this process wake the follower at once; appends by other
+processes are found by polling every ``poll_interval`` seconds, one cheap
+indexed query per process however many clients are connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import Engine
+
+from ticker import log, sse
+from ticker.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+PAGE = 2000
+
+
+class Follower:
+    """Tail the log into a :class:`Hub`."""
+
+    def __init__(self, engine: Engine, hub: Hub, poll_interval: float) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.poll_interval = poll_interval
+        self.position = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the follower thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start following from the current head, once; later calls do nothing."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self.position = log.head(self.engine)
+            self.hub.restart(self.position)
+            self._thread = threading.Thread(target=self._run, name="ticker-follower", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the log now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the follower to stop."""
+        self._stop.set()
+        self._wake.set()
+
+    def poll(self) -> int:
+        """Publish what the log holds after ``position``; return how many events."""
+        with self.engine.connect() as conn:
+            events = log.read_after(conn, self.position, None, PAGE)
+        if events:
+            self.hub.publish([(e.id, e.symbol, sse.tick(e)) for e in events])
+            self.position = events[-1].id
+        return len(events)
+
+    def _run(self) -> None:
+        backoff = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                if self.poll() == PAGE:
+                    continue
+                backoff = self.poll_interval
+            except Exception:
+                logger.exception("follower could not read the log; retrying in %.1fs", backoff)
+                backoff = min(backoff * 2 + 0.1, 5.0)
+            self._wake.wait(backoff)
+            self._wake.clear()

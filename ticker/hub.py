@@ -1,0 +1,97 @@
+"""Fan-out of the log's newest events to every stream of one process.
+
+Invariant: the hub holds every event with ``floor < id <= head``, in id order,
+each already encoded as an SSE message (once per process, not per client).
+A stream keeps only a cursor, the id up to which it has been served.  With
+``cursor >= floor`` everything it still needs is here or not yet published;
+with ``cursor < floor`` the hub answers ``None`` and the stream reads the log
+instead.  Nothing is queued per stream, so a slow reader costs no memory: it
+just falls below ``floor`` and catches up from the log.
+
+Pure: no Flask, no database.  ``threading`` primitives become greenlet-aware
+when gevent has patched them, so the same code serves threads and greenlets.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one read from the hub gave a stream."""
+
+    messages: list[bytes]
+    cursor: int  # the stream is now served up to this id
+    last_id: int | None  # id of the last message in ``messages``
+
+
+class Hub:
+    """Hold the newest encoded events and wake the streams waiting for them."""
+
+    def __init__(self, capacity: int = 20000) -> None:
+        self.capacity = capacity
+        self.floor = 0
+        self.head = 0
+        self._ids: list[int] = []
+        self._symbols: list[str] = []
+        self._messages: list[bytes] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+
+    def restart(self, position: int) -> None:
+        """Forget everything and hold events from ``position`` on."""
+        with self._lock:
+            self._ids, self._symbols, self._messages = [], [], []
+            self.floor = self.head = position
+
+    def publish(self, items: Sequence[tuple[int, str, bytes]]) -> None:
+        """Append ``(id, symbol, message)`` items that follow ``head`` and wake the waiters."""
+        if not items:
+            return
+        with self._lock:
+            for id, symbol, message in items:
+                if id <= self.head:
+                    continue
+                self._ids.append(id)
+                self._symbols.append(symbol)
+                self._messages.append(message)
+                self.head = id
+            excess = len(self._ids) - self.capacity
+            if excess > self.capacity // 4:  # trim in chunks, not on every publish
+                self.floor = self._ids[excess - 1]
+                del self._ids[:excess], self._symbols[:excess], self._messages[:excess]
+            changed, self._changed = self._changed, threading.Event()
+        changed.set()
+
+    def read(
+        self, cursor: int, symbols: Collection[str] | None, limit: int = 1000
+    ) -> Batch | None:
+        """Return up to ``limit`` events after ``cursor`` of ``symbols``; None if below floor."""
+        with self._lock:
+            if cursor < self.floor:
+                return None
+            start = bisect_right(self._ids, cursor)
+            end = min(len(self._ids), start + limit)
+            if start >= end:
+                return Batch([], cursor, None)
+            if symbols is None:
+                return Batch(self._messages[start:end], self._ids[end - 1], self._ids[end - 1])
+            messages = []
+            last_id = None
+            for i in range(start, end):
+                if self._symbols[i] in symbols:
+                    messages.append(self._messages[i])
+                    last_id = self._ids[i]
+            return Batch(messages, self._ids[end - 1], last_id)
+
+    def wait(self, cursor: int, timeout: float) -> bool:
+        """Block until an event after ``cursor`` is published or ``timeout`` passes."""
+        with self._lock:
+            if self.head > cursor:
+                return True
+            changed = self._changed
+        return changed.wait(timeout)

@@ -1,0 +1,191 @@
+"""The append-only event log: the ``ticks`` table and every query on it.
+
+Invariant: ids grow in commit order and are never reused.  On SQLite one writer
+holds the lock from ``BEGIN IMMEDIATE`` to commit and ``AUTOINCREMENT`` never
+hands out an id twice, even after the newest rows were pruned.
+``pruned_through`` (in ``log_state``) is the highest id deleted by retention:
+a reader resuming below it has missed events.  ``head`` is the highest id ever
+committed: the newest row's id, or ``pruned_through`` when retention emptied
+the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    String,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ticker.config import Retention
+from ticker.db import Base, writing
+from ticker.events import Event, Tick
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class TickRow(Base):
+    """One event of the log."""
+
+    __tablename__ = "ticks"
+    __table_args__ = (Index(None, "symbol", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    price: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogState(Base):
+    """Named counters of the log (``pruned_through``)."""
+
+    __tablename__ = "log_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+ticks = TickRow.__table__
+_COLUMNS = (ticks.c.id, ticks.c.symbol, ticks.c.price, ticks.c.ts)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the log stands: its head and the highest id retention deleted."""
+
+    head: int
+    pruned_through: int
+
+
+def _state(conn: Connection, name: str) -> int:
+    value = conn.scalar(select(LogState.value).where(LogState.name == name))
+    return int(value or 0)
+
+
+def position(conn: Connection) -> Position:
+    """Return the head and prune horizon, as seen by ``conn``'s transaction."""
+    pruned = _state(conn, "pruned_through")
+    newest = conn.scalar(select(func.max(ticks.c.id))) or 0
+    return Position(head=max(int(newest), pruned), pruned_through=pruned)
+
+
+def head(engine: Engine) -> int:
+    """Return the highest id committed to the log (0 when empty)."""
+    with engine.connect() as conn:
+        return position(conn).head
+
+
+def append(engine: Engine, batch: Sequence[Tick]) -> list[int]:
+    """Append ``batch`` in one transaction and return the new ids in order."""
+    with writing(engine) as conn:
+        return insert_ticks(conn, batch)
+
+
+def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
+    """Insert ``batch`` within the caller's write transaction; return the ids in order."""
+    if not batch:
+        return []
+    result = conn.execute(
+        insert(ticks).returning(ticks.c.id, sort_by_parameter_order=True),
+        [{"symbol": t.symbol, "price": t.price, "ts": t.ts} for t in batch],
+    )
+    return [int(i) for i in result.scalars()]
+
+
+def _events(rows: Iterable[Sequence[object]]) -> list[Event]:
+    return [Event(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]  # type: ignore[call-overload]
+
+
+def read_after(
+    conn: Connection,
+    after: int,
+    symbols: Sequence[str] | None,
+    limit: int,
+    upto: int | None = None,
+) -> list[Event]:
+    """Return up to ``limit`` events with ``after < id [<= upto]`` of ``symbols``, by id."""
+    query = select(*_COLUMNS).where(ticks.c.id > after)
+    if upto is not None:
+        query = query.where(ticks.c.id <= upto)
+    if symbols is not None:
+        query = query.where(ticks.c.symbol.in_(symbols))
+    return _events(conn.execute(query.order_by(ticks.c.id).limit(limit)))
+
+
+def latest(conn: Connection, symbols: Sequence[str]) -> list[Event]:
+    """Return the newest event of each of ``symbols`` that has one, in that order."""
+    found = []
+    for symbol in symbols:
+        row = conn.execute(
+            select(*_COLUMNS)
+            .where(ticks.c.symbol == symbol)
+            .order_by(ticks.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            found.extend(_events([row]))
+    return found
+
+
+def latest_any(conn: Connection) -> Event | None:
+    """Return the newest event of the log, or None when it is empty."""
+    row = conn.execute(select(*_COLUMNS).order_by(ticks.c.id.desc()).limit(1)).first()
+    return None if row is None else _events([row])[0]
+
+
+def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) -> int:
+    """Delete the oldest events beyond ``retention`` in short batches; return how many.
+
+    The log is cut from its old end: events go in id order while they are older
+    than the age limit or beyond the count limit, so ids stay a contiguous
+    suffix and ``pruned_through`` names exactly what a reader may have missed.
+    """
+    if not retention:
+        return 0
+    deleted = 0
+    while True:
+        with writing(engine) as conn:
+                pos = position(conn)
+                oldest = list(
+                    conn.execute(
+                        select(ticks.c.id, ticks.c.ts)
+                        .where(ticks.c.id > pos.pruned_through)
+                        .order_by(ticks.c.id)
+                        .limit(batch)
+                    )
+                )
+                cut = pos.pruned_through
+                if retention.max_events is not None:
+                    cut = max(cut, pos.head - retention.max_events)
+                if retention.max_age is not None:
+                    horizon = now_us - int(retention.max_age * 1_000_000)
+                    for row_id, ts in oldest:
+                        if ts >= horizon:
+                            break
+                        cut = max(cut, int(row_id))
+                if not oldest:
+                    return deleted
+                cut = min(cut, int(oldest[-1][0]))
+                if cut <= pos.pruned_through:
+                    return deleted
+                result = conn.execute(delete(ticks).where(ticks.c.id <= cut))
+                deleted += result.rowcount
+                _set_state(conn, "pruned_through", cut)
+
+
+def _set_state(conn: Connection, name: str, value: int) -> None:
+    changed = conn.execute(update(LogState).where(LogState.name == name).values(value=value))
+    if changed.rowcount == 0:
+        conn.execute(insert(LogState).values(name=name, value=value))

@@ -1,0 +1,115 @@
+"""Price sources: where ticks come from before they enter the log.
+
+A source is anything with ``resume(latest)`` (continue from the prices the log
+last saw) and ``next_ticks(now_us)`` (the ticks of one interval).  ``sim`` is a
+geometric Brownian motion per symbol from plausible starting prices, with
+per-symbol volatility and tick size, reproducible with ``TICKER_SEED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Protocol
+
+from ticker.events import Event, Tick
+
+CRYPTO_YEAR = 365 * 24 * 3600  # crypto trades around the clock
+EQUITY_YEAR = 252 * 6.5 * 3600  # stocks and FX are scaled to trading hours
+
+
+class Source(Protocol):
+    """What the producer needs from a source of ticks."""
+
+    def resume(self, latest: Sequence[Event]) -> None:
+        """Continue from these latest events of the log."""
+
+    def next_ticks(self, now_us: int) -> list[Tick]:
+        """Return the ticks of one interval, stamped ``now_us``."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a simulated symbol starts and moves."""
+
+    start: float
+    volatility: float  # annualised
+    decimals: int
+    year: float = EQUITY_YEAR
+
+
+PROFILES = {
+    "BTC-USD": Profile(67000.0, 0.60, 2, CRYPTO_YEAR),
+    "ETH-USD": Profile(3500.0, 0.75, 2, CRYPTO_YEAR),
+    "SOL-USD": Profile(150.0, 0.90, 3, CRYPTO_YEAR),
+    "DOGE-USD": Profile(0.16, 1.00, 6, CRYPTO_YEAR),
+    "PEPE-USD": Profile(0.00001234, 1.20, 10, CRYPTO_YEAR),
+    "AAPL": Profile(230.0, 0.25, 2),
+    "MSFT": Profile(420.0, 0.25, 2),
+    "NVDA": Profile(140.0, 0.50, 2),
+    "TSLA": Profile(250.0, 0.60, 2),
+    "AMZN": Profile(190.0, 0.35, 2),
+    "GOOGL": Profile(170.0, 0.30, 2),
+    "EUR-USD": Profile(1.08, 0.08, 5),
+    "GBP-USD": Profile(1.27, 0.09, 5),
+    "USD-JPY": Profile(150.0, 0.10, 3),
+}
+
+
+def profile_for(symbol: str) -> Profile:
+    """Return the profile of ``symbol``; unknown symbols get a stable made-up one."""
+    known = PROFILES.get(symbol)
+    if known is not None:
+        return known
+    digest = hashlib.sha256(symbol.encode()).digest()
+    start = 10 + int.from_bytes(digest[:2], "big") % 490
+    return Profile(float(start), 0.3 + digest[2] / 255 * 0.4, 2)
+
+
+class SimSource:
+    """Random walks (geometric Brownian motion) for the tracked symbols."""
+
+    def __init__(self, symbols: Sequence[str], interval: float, seed: int | None) -> None:
+        self.symbols = list(symbols)
+        self.interval = interval
+        self.random = random.Random(seed)
+        self.profiles = {s: profile_for(s) for s in self.symbols}
+        self.prices = {s: p.start for s, p in self.profiles.items()}
+
+    def resume(self, latest: Sequence[Event]) -> None:
+        """Continue each walk from the price the log last holds for it."""
+        for event in latest:
+            if event.symbol in self.prices:
+                self.prices[event.symbol] = float(event.price)
+
+    def next_ticks(self, now_us: int) -> list[Tick]:
+        """Advance every walk by one interval and return the new prices."""
+        ticks = []
+        for symbol in self.symbols:
+            profile = self.profiles[symbol]
+            dt = self.interval / profile.year
+            sigma = profile.volatility
+            shock = self.random.gauss(0.0, 1.0)
+            step = math.exp(-0.5 * sigma * sigma * dt + sigma * math.sqrt(dt) * shock)
+            smallest = 10.0**-profile.decimals
+            price = max(self.prices[symbol] * step, smallest)
+            self.prices[symbol] = price
+            ticks.append(Tick(symbol, format_price(price, profile.decimals), now_us))
+        return ticks
+
+
+def format_price(price: float, decimals: int) -> str:
+    """Round ``price`` to ``decimals`` places and return it as a plain decimal string."""
+    quantum = Decimal(1).scaleb(-decimals)
+    return format(Decimal(repr(price)).quantize(quantum, rounding=ROUND_HALF_EVEN), "f")
+
+
+def make_source(name: str, symbols: Sequence[str], interval: float, seed: int | None) -> Source:
+    """Build the source named by ``TICKER_SOURCE``."""
+    if name == "sim":
+        return SimSource(symbols, interval, seed)
+    raise ValueError(f"unknown source {name!r}")

@@ -1,0 +1,137 @@
+"""One SSE connection: open, replay from the log, hand over to live, keep alive.
+
+Invariant: a stream's ``cursor`` is the id up to which it has served the log
+(sent every event of its symbols with ``id <= cursor``).  Each step reads
+strictly after the cursor and moves it to the end of what it read, so nothing
+is sent twice or skipped:
+
+- opening: with no last id, or one the log cannot resume (reset), the stream
+  sends the latest tick of each symbol and sets the cursor to the head read in
+  the same snapshot; otherwise the cursor is the client's last id;
+- replay: pages of the log up to the head of each page's snapshot, then the
+  ``live`` marker;
+- live: the hub serves everything after the cursor; when the cursor is below
+  the hub's floor (the client read slower than ticks arrived) the log does,
+  page by page, until the stream is back within the hub.
+
+No database connection is held between these reads, so idle streams cost no
+connection from the pool.  Flask-free: the view in ``views`` wraps it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from ticker import log, sse
+from ticker.hub import Batch, Hub
+
+PAGE = 1000
+
+
+class Slots:
+    """Count the open streams of this process against ``TICKER_MAX_STREAMS``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        """Take a slot if one is free."""
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self.open -= 1
+
+
+def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -> tuple[bytes, int]:
+    """Encode a ``snapshot`` or ``reset`` message and return it with the head it names."""
+    position = log.position(conn)
+    ticks = [e.to_dict() for e in log.latest(conn, symbols)]
+    body = {**extra, "head": position.head, "ticks": ticks}
+    return sse.message(kind, body, id=position.head), position.head
+
+
+def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, bool]:
+    """Read the log's next page after ``cursor``; the flag is True when it is a reset."""
+    with engine.connect() as conn:
+        position = log.position(conn)
+        if cursor < position.pruned_through:
+            message, head = opening(conn, symbols, "reset", reason="expired")
+            return Batch([message], head, head), True
+        found = log.read_after(conn, cursor, symbols, PAGE, upto=position.head)
+    last = found[-1].id if found else None
+    moved_to = found[-1].id if len(found) == PAGE else position.head
+    return Batch([sse.tick(e) for e in found], moved_to, last), False
+
+
+def events(
+    engine: Engine,
+    hub: Hub,
+    symbols: Sequence[str],
+    last_id: int | None,
+    heartbeat: float,
+    retry_ms: int,
+) -> Iterator[bytes]:
+    """Yield the messages of one stream, forever; the server stops it when the client goes."""
+    wanted = frozenset(symbols)
+    yield sse.retry(retry_ms)
+
+    with engine.connect() as conn:
+        position = log.position(conn)
+        first: bytes | None = None
+        if last_id is None:
+            first, cursor = opening(conn, symbols, "snapshot")
+        elif last_id > position.head:
+            first, cursor = opening(conn, symbols, "reset", reason="ahead")
+        elif last_id < position.pruned_through:
+            first, cursor = opening(conn, symbols, "reset", reason="expired")
+        else:
+            cursor = last_id
+    sent_id = cursor  # the resume point the client holds
+
+    if first is not None:
+        yield first
+    else:
+        replayed = 0
+        while True:
+            page, reset = _page(engine, cursor, symbols)
+            if page.messages:
+                yield b"".join(page.messages)
+            cursor, sent_id = page.cursor, page.last_id or sent_id
+            if reset:  # retention overtook the replay: the reset says so, then live
+                break
+            replayed += len(page.messages)
+            if len(page.messages) < PAGE:
+                yield sse.message("live", {"replayed": replayed, "head": cursor})
+                break
+
+    quiet_since = time.monotonic()
+    while True:
+        batch = hub.read(cursor, wanted, PAGE)
+        if batch is None:  # below the hub's floor: this client is slow, serve it from the log
+            batch, _ = _page(engine, cursor, symbols)
+        messages, cursor = batch.messages, batch.cursor
+        if messages:
+            yield b"".join(messages)
+            sent_id = batch.last_id or sent_id
+            quiet_since = time.monotonic()
+            continue
+        idle = time.monotonic() - quiet_since
+        if idle >= heartbeat:
+            yield sse.keepalive(cursor if cursor > sent_id else None)
+            sent_id = cursor
+            quiet_since = time.monotonic()
+            continue
+        hub.wait(cursor, heartbeat - idle)

@@ -1,0 +1,79 @@
+"""The page and the ``/stream`` endpoint."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from ticker import params, sse, stream
+from ticker.background import ensure_started
+from ticker.config import Settings
+from ticker.db import get_engine
+
+bp = Blueprint("views", __name__)
+
+BUSY_RETRY_MS = (20_000, 40_000)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["ticker.settings"]
+    return settings
+
+
+@bp.get("/")
+def index() -> str:
+    """Render the ticker page."""
+    settings = _settings()
+    return render_template("index.html", tracked=settings.symbols)
+
+
+def _stream_response(body: Any, **headers: str) -> Response:
+    response = Response(body, content_type="text/event-stream; charset=utf-8")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.headers.update(headers)
+    return response
+
+
+@bp.get("/stream")
+def open_stream() -> Response:
+    """Stream the subscribed symbols' events as SSE: snapshot or replay, then live."""
+    settings = _settings()
+    symbols = params.symbols(request.args.get("symbols"), settings)
+    last_id = params.event_id(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    if last_id is None:
+        last_id = params.event_id(request.args.get("last_event_id"), "last_event_id")
+
+    slots: stream.Slots = current_app.extensions["ticker.slots"]
+    if not slots.acquire():
+        wait_ms = random.randint(*BUSY_RETRY_MS)
+        busy = {"error": "too many open streams; retry later", "retry_ms": wait_ms}
+        body = sse.retry(wait_ms) + sse.message("busy", busy)
+        return _stream_response([body], **{"Retry-After": str(-(-wait_ms // 1000))})
+
+    ensure_started(current_app)
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        # A client that stops reading must not hold its slot forever.
+        sock.settimeout(max(30.0, 4 * settings.heartbeat))
+    body = stream.events(
+        get_engine(),
+        current_app.extensions["ticker.hub"],
+        symbols,
+        last_id,
+        settings.heartbeat,
+        retry_ms=random.randint(1000, 5000),
+    )
+    response = _stream_response(body)
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            slots.release()
+
+    response.call_on_close(release)
+    return response

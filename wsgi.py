@@ -1,0 +1,3 @@
+from ticker import create_app
+
+app = create_app()
