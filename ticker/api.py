@@ -121,6 +121,8 @@ def publish() -> tuple[Response, int]:
     _check_token(settings)
     try:
         body = json.loads(request.get_data(cache=False), parse_float=Decimal, parse_int=Decimal)
+    except RecursionError:
+        raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
     items = body if isinstance(body, list) else [body]
@@ -138,10 +140,11 @@ def publish() -> tuple[Response, int]:
 @bp.get("/healthz")
 def health() -> tuple[Response, int]:
     """Report whether the database answers, the head, the producer and the newest tick's age."""
-    ensure_started(current_app)
     producer = current_app.extensions["ticker.producer"]
+    slots = current_app.extensions["ticker.slots"]
     settings = _settings()
     try:
+        ensure_started(current_app)  # starting the follower reads the log, so it may fail too
         with get_engine().connect() as conn:
             position = log.position(conn)
             holder = lease.current(conn)
@@ -164,6 +167,6 @@ def health() -> tuple[Response, int]:
                 "errors": producer.state.errors,
                 "last_error": producer.state.last_error,
             },
-            "streams": current_app.extensions["ticker.slots"].open,
+            "streams": {"open": slots.open, "limit": slots.limit, "fallbacks": slots.fallbacks},
         }
     ), 200

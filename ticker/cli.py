@@ -121,3 +121,7 @@ def prune() -> None:
     settings: Settings = app.extensions["ticker.settings"]
     deleted = log.prune(get_engine(app), settings.retention, now_us())
     click.echo(f"pruned {deleted} events")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ variable to fix.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -83,15 +84,22 @@ def parse_retention(raw: str) -> Retention:
             raise ValueError(raw)
         if max_age == 0 or max_events == 0:
             raise ValueError(raw)
-    return Retention(max_age, max_events)
+    retention = Retention(max_age, max_events)
+    if not retention:  # "," names no limit at all: refuse it rather than keep forever
+        raise ValueError(raw)
+    return retention
 
 
 def _number(name: str, raw: str, kind: type[int] | type[float], minimum: float) -> Any:
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(name, raw, f"expected a {kind.__name__}") from None
-    if value < minimum or value != value:  # the second test rejects NaN
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(name, raw, f"expected {expected}") from None
+    # inf overflows the timers it feeds, and NaN slips past the minimum check.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(name, raw, "must be a finite number")
+    if value < minimum:
         raise ConfigError(name, raw, f"must be at least {minimum}")
     return value
 
@@ -104,7 +112,10 @@ def load_settings(
     """Build :class:`Settings` from defaults, ``environ`` and ``overrides``."""
     env = dict(os.environ if environ is None else environ)
     for key, value in (overrides or {}).items():
-        env[f"TICKER_{key.upper()}"] = str(value)
+        if value is None:  # None unsets the variable; str(None) would be the value "None"
+            env.pop(f"TICKER_{key.upper()}", None)
+        else:
+            env[f"TICKER_{key.upper()}"] = str(value)
 
     def get(name: str) -> str | None:
         value = env.get(f"TICKER_{name}")
@@ -147,8 +158,10 @@ def load_settings(
             values["retention"] = parse_retention(raw)
         except ValueError:
             raise ConfigError(
-                "TICKER_RETENTION", raw, "expected an age like 30s, 15m, 24h, 7d, a count "
-                "of events like 500000, or both separated by a comma"
+                "TICKER_RETENTION",
+                raw,
+                "expected an age like 30s, 15m, 24h, 7d, a count "
+                "of events like 500000, or both separated by a comma",
             ) from None
     else:
         values["retention"] = Retention(max_age=7 * 86400.0)

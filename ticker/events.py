@@ -60,6 +60,11 @@ def parse_ts(raw: str) -> int:
     parsed = datetime.fromisoformat(raw.replace("z", "Z"))
     if parsed.tzinfo is None:
         raise ValueError("the time has no zone; add Z or an offset such as +00:00")
+    try:
+        # A time that is past year 9999 in UTC could be stored but never shown again.
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
     delta = parsed - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -67,5 +72,5 @@ def parse_ts(raw: str) -> int:
 def check_price(raw: str) -> str:
     """Return ``raw`` when it is a plain positive decimal such as ``67012.35``."""
     if not _PRICE_RE.match(raw) or not raw.strip("0."):
-        raise ValueError("expected a positive decimal such as \"67012.35\"")
+        raise ValueError('expected a positive decimal such as "67012.35"')
     return raw

@@ -15,12 +15,20 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 5
 accesslog = None
+control_socket_disable = True  # several instances may run side by side
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the worker's follower and producer jobs."""
+    """Set up logging, then start the worker's follower and producer jobs."""
+    import logging
+    import os
+
     from ticker.background import ensure_started
 
+    logging.basicConfig(
+        level=os.environ.get("TICKER_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
     ensure_started(worker.wsgi)
 
 

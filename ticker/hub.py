@@ -67,9 +67,7 @@ class Hub:
             changed, self._changed = self._changed, threading.Event()
         changed.set()
 
-    def read(
-        self, cursor: int, symbols: Collection[str] | None, limit: int = 1000
-    ) -> Batch | None:
+    def read(self, cursor: int, symbols: Collection[str] | None, limit: int = 1000) -> Batch | None:
         """Return up to ``limit`` events after ``cursor`` of ``symbols``; None if below floor."""
         with self._lock:
             if cursor < self.floor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     delete,
     func,
     insert,
@@ -57,7 +59,7 @@ class LogState(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
-ticks = TickRow.__table__
+ticks = cast(Table, TickRow.__table__)
 _COLUMNS = (ticks.c.id, ticks.c.symbol, ticks.c.price, ticks.c.ts)
 
 
@@ -129,10 +131,7 @@ def latest(conn: Connection, symbols: Sequence[str]) -> list[Event]:
     found = []
     for symbol in symbols:
         row = conn.execute(
-            select(*_COLUMNS)
-            .where(ticks.c.symbol == symbol)
-            .order_by(ticks.c.id.desc())
-            .limit(1)
+            select(*_COLUMNS).where(ticks.c.symbol == symbol).order_by(ticks.c.id.desc()).limit(1)
         ).first()
         if row is not None:
             found.extend(_events([row]))
@@ -157,32 +156,32 @@ def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) 
     deleted = 0
     while True:
         with writing(engine) as conn:
-                pos = position(conn)
-                oldest = list(
-                    conn.execute(
-                        select(ticks.c.id, ticks.c.ts)
-                        .where(ticks.c.id > pos.pruned_through)
-                        .order_by(ticks.c.id)
-                        .limit(batch)
-                    )
+            pos = position(conn)
+            oldest = list(
+                conn.execute(
+                    select(ticks.c.id, ticks.c.ts)
+                    .where(ticks.c.id > pos.pruned_through)
+                    .order_by(ticks.c.id)
+                    .limit(batch)
                 )
-                cut = pos.pruned_through
-                if retention.max_events is not None:
-                    cut = max(cut, pos.head - retention.max_events)
-                if retention.max_age is not None:
-                    horizon = now_us - int(retention.max_age * 1_000_000)
-                    for row_id, ts in oldest:
-                        if ts >= horizon:
-                            break
-                        cut = max(cut, int(row_id))
-                if not oldest:
-                    return deleted
-                cut = min(cut, int(oldest[-1][0]))
-                if cut <= pos.pruned_through:
-                    return deleted
-                result = conn.execute(delete(ticks).where(ticks.c.id <= cut))
-                deleted += result.rowcount
-                _set_state(conn, "pruned_through", cut)
+            )
+            cut = pos.pruned_through
+            if retention.max_events is not None:
+                cut = max(cut, pos.head - retention.max_events)
+            if retention.max_age is not None:
+                horizon = now_us - int(retention.max_age * 1_000_000)
+                for row_id, ts in oldest:
+                    if ts >= horizon:
+                        break
+                    cut = max(cut, int(row_id))
+            if not oldest:
+                return deleted
+            cut = min(cut, int(oldest[-1][0]))
+            if cut <= pos.pruned_through:
+                return deleted
+            result = conn.execute(delete(ticks).where(ticks.c.id <= cut))
+            deleted += result.rowcount
+            _set_state(conn, "pruned_through", cut)
 
 
 def _set_state(conn: Connection, name: str, value: int) -> None:

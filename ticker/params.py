@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from ticker.config import Settings, normalise_symbol
 from ticker.errors import RequestError
 
-_ID_RE = re.compile(r"^\d{1,19}$")
+# ASCII digits only: \d and str.isdigit() also accept "²" or "٣".
+_ID_RE = re.compile(r"^[0-9]{1,19}$")
+_INT_RE = re.compile(r"^[0-9]{1,9}$")
 MAX_ID = 2**63 - 1
 
 
@@ -23,14 +25,17 @@ def symbols(raw: str | None, settings: Settings) -> list[str]:
             symbol = normalise_symbol(part)
         except ValueError:
             raise RequestError(
-                400, f"malformed symbol {part[:40]!r}: expected 1-32 printable characters "
-                "without spaces or commas", symbol=part[:40]
+                400,
+                f"malformed symbol {part[:40]!r}: expected 1-32 printable characters "
+                "without spaces or commas",
+                symbol=part[:40],
             ) from None
         if symbol not in chosen:
             chosen.append(symbol)
     if len(chosen) > settings.max_symbols:
         raise RequestError(
-            400, f"too many symbols: {len(chosen)} asked, at most {settings.max_symbols}",
+            400,
+            f"too many symbols: {len(chosen)} asked, at most {settings.max_symbols}",
             max_symbols=settings.max_symbols,
         )
     unknown_symbols(chosen, settings.symbols)
@@ -63,6 +68,8 @@ def integer(raw: str | None, name: str, default: int, maximum: int) -> int:
     if raw is None or not raw.strip():
         return default
     value = raw.strip()
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise RequestError(400, f"{name} must be an integer from 1 to {maximum}, got {value[:40]!r}")
+    if not _INT_RE.match(value) or not 1 <= int(value) <= maximum:
+        raise RequestError(
+            400, f"{name} must be an integer from 1 to {maximum}, got {value[:40]!r}"
+        )
     return int(value)

@@ -39,6 +39,7 @@ class Slots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.fallbacks = 0  # times a stream fell below the hub and read the log
         self._lock = threading.Lock()
 
     def acquire(self) -> bool:
@@ -83,6 +84,7 @@ def events(
     last_id: int | None,
     heartbeat: float,
     retry_ms: int,
+    slots: Slots,
 ) -> Iterator[bytes]:
     """Yield the messages of one stream, forever; the server stops it when the client goes."""
     wanted = frozenset(symbols)
@@ -118,10 +120,16 @@ def events(
                 break
 
     quiet_since = time.monotonic()
+    behind = False
     while True:
         batch = hub.read(cursor, wanted, PAGE)
         if batch is None:  # below the hub's floor: this client is slow, serve it from the log
+            if not behind:
+                slots.fallbacks += 1
+            behind = True
             batch, _ = _page(engine, cursor, symbols)
+        else:
+            behind = False
         messages, cursor = batch.messages, batch.cursor
         if messages:
             yield b"".join(messages)

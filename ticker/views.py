@@ -65,6 +65,7 @@ def open_stream() -> Response:
         last_id,
         settings.heartbeat,
         retry_ms=random.randint(1000, 5000),
+        slots=slots,
     )
     response = _stream_response(body)
     released = False

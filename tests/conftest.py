@@ -1,0 +1,160 @@
+"""Shared fixtures: a clean environment, an app on its own SQLite file, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from ticker import create_app
+from ticker.cli import upgrade
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drop every TICKER_* variable so the machine's settings never leak into a test."""
+    for name in list(os.environ):
+        if name.startswith("TICKER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ticker.db'}"
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Callable[..., Any]:
+    """Build an app on the test's SQLite file, migrated, the producer off unless asked."""
+
+    def build(**config: Any) -> Any:
+        settings = {"database_url": db_url, "producer": "off", "publish_token": TOKEN, **config}
+        app = create_app(settings)
+        upgrade(app)
+        return app
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Any]) -> Any:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``ticker serve`` in a subprocess: real gunicorn, real HTTP."""
+
+    def __init__(self, db_url: str, log_path: Path, workers: int = 2, **config: Any) -> None:
+        self.db_url = db_url
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+        env.update({"TICKER_DATABASE_URL": db_url, "TICKER_PUBLISH_TOKEN": TOKEN})
+        env.update({f"TICKER_{k.upper()}": str(v) for k, v in config.items()})
+        env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)})
+        self.log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ticker.cli", "serve"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                return self.get("/healthz")
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base + path, timeout=10) as response:
+            return json.load(response)
+
+    def post_ticks(self, ticks: list[dict[str, Any]] | dict[str, Any]) -> list[int]:
+        request = urllib.request.Request(
+            self.base + "/api/ticks",
+            data=json.dumps(ticks).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            ids: list[int] = json.load(response)["ids"]
+            return ids
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                for pid in self.worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def serve(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers on the test's database; every one is stopped at the end."""
+    started: list[Server] = []
+
+    def start(**config: Any) -> Server:
+        server = Server(db_url, tmp_path / "server.log", **config)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def log_ids(db_url: str, symbols: list[str] | None = None, after: int = 0) -> list[int]:
+    """Return the ids in the log after ``after``, of ``symbols`` if given, straight from SQL."""
+    engine = create_engine(db_url)
+    query = "SELECT id FROM ticks WHERE id > :after"
+    params: dict[str, Any] = {"after": after}
+    if symbols:
+        names = ", ".join(f":s{i}" for i in range(len(symbols)))
+        query += f" AND symbol IN ({names})"
+        params.update({f"s{i}": s for i, s in enumerate(symbols)})
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(text(query + " ORDER BY id"), params)]
+    engine.dispose()
+    return ids

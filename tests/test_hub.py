@@ -1,0 +1,177 @@
+"""The hub: newest encoded events of one process, read after a cursor, and wake-ups."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ticker.hub import Batch, Hub
+
+
+def item(id: int, symbol: str = "BTC-USD") -> tuple[int, str, bytes]:
+    return (id, symbol, f"<{id}:{symbol}>".encode())
+
+
+def msg(id: int, symbol: str = "BTC-USD") -> bytes:
+    return item(id, symbol)[2]
+
+
+def test_read_returns_the_events_after_the_cursor_in_order() -> None:
+    hub = Hub()
+    hub.publish([item(1), item(2), item(3)])
+    assert hub.head == 3
+    assert hub.read(0, None) == Batch([msg(1), msg(2), msg(3)], 3, 3)
+    assert hub.read(1, None) == Batch([msg(2), msg(3)], 3, 3)
+    assert hub.read(3, None) == Batch([], 3, None)
+
+
+def test_read_honours_the_limit_and_continues_from_the_returned_cursor() -> None:
+    hub = Hub()
+    hub.publish([item(i) for i in range(1, 8)])
+    first = hub.read(0, None, limit=3)
+    assert first == Batch([msg(1), msg(2), msg(3)], 3, 3)
+    second = hub.read(first.cursor, None, limit=3)
+    assert second == Batch([msg(4), msg(5), msg(6)], 6, 6)
+    assert hub.read(second.cursor, None, limit=3) == Batch([msg(7)], 7, 7)
+
+
+def test_read_filters_by_symbol_and_moves_the_cursor_past_other_symbols() -> None:
+    hub = Hub()
+    hub.publish([item(1, "BTC-USD"), item(2, "AAPL"), item(3, "BTC-USD"), item(4, "AAPL")])
+    batch = hub.read(0, {"BTC-USD"})
+    assert batch == Batch([msg(1), msg(3)], cursor=4, last_id=3)
+    # Only other symbols' events after the cursor: nothing to send, yet served up to 4.
+    assert hub.read(3, {"BTC-USD"}) == Batch([], cursor=4, last_id=None)
+    assert hub.read(0, {"MSFT"}) == Batch([], cursor=4, last_id=None)
+
+
+def test_read_with_a_limit_and_a_filter_counts_every_event_scanned() -> None:
+    hub = Hub()
+    hub.publish([item(1, "AAPL"), item(2, "AAPL"), item(3, "BTC-USD")])
+    assert hub.read(0, {"BTC-USD"}, limit=2) == Batch([], cursor=2, last_id=None)
+    assert hub.read(2, {"BTC-USD"}, limit=2) == Batch([msg(3, "BTC-USD")], 3, 3)
+
+
+def test_publish_ignores_duplicates_and_old_ids() -> None:
+    hub = Hub()
+    hub.publish([item(1), item(2)])
+    hub.publish([item(2), item(1), item(3)])
+    hub.publish([item(3)])
+    assert hub.head == 3
+    assert hub.read(0, None) == Batch([msg(1), msg(2), msg(3)], 3, 3)
+
+
+def test_ids_may_have_gaps() -> None:
+    hub = Hub()
+    hub.publish([item(5), item(9)])
+    assert hub.read(6, None) == Batch([msg(9)], 9, 9)
+    assert hub.read(0, None) == Batch([msg(5), msg(9)], 9, 9)
+
+
+def test_trimming_raises_the_floor_and_reads_below_it_answer_none() -> None:
+    hub = Hub(capacity=4)
+    hub.publish([item(i) for i in range(1, 7)])  # 6 > 4 + 4 // 4: trimmed back to 4
+    assert hub.floor == 2
+    assert hub.read(0, None) is None
+    assert hub.read(1, None) is None
+    assert hub.read(2, None) == Batch([msg(3), msg(4), msg(5), msg(6)], 6, 6)
+    assert hub.read(2, {"AAPL"}) == Batch([], 6, None)  # the floor test ignores the filter
+
+
+def test_the_hub_never_holds_more_than_capacity_plus_a_quarter() -> None:
+    hub = Hub(capacity=100)
+    for i in range(1, 1001):
+        hub.publish([item(i)])
+        held = hub.read(hub.floor, None, limit=10_000)
+        assert held is not None
+        assert len(held.messages) <= 125
+        assert held.messages[-1] == msg(i)
+        assert held.messages[0] == msg(hub.floor + 1)  # contiguous from the floor
+
+
+def test_restart_forgets_everything_and_holds_events_from_the_position() -> None:
+    hub = Hub()
+    hub.publish([item(1), item(2)])
+    hub.restart(10)
+    assert (hub.floor, hub.head) == (10, 10)
+    assert hub.read(2, None) is None  # below the new floor: the stream must read the log
+    assert hub.read(10, None) == Batch([], 10, None)
+    hub.publish([item(9), item(10), item(11)])
+    assert hub.read(10, None) == Batch([msg(11)], 11, 11)
+
+
+def test_wait_returns_at_once_when_an_event_after_the_cursor_is_held() -> None:
+    hub = Hub()
+    hub.publish([item(1)])
+    started = time.monotonic()
+    assert hub.wait(0, timeout=30) is True
+    assert time.monotonic() - started < 5
+
+
+def test_wait_times_out_when_nothing_is_published() -> None:
+    hub = Hub()
+    hub.publish([item(1)])
+    started = time.monotonic()
+    assert hub.wait(1, timeout=0.05) is False
+    assert time.monotonic() - started >= 0.04
+
+
+def test_wait_wakes_every_waiter_when_another_thread_publishes() -> None:
+    hub = Hub()
+    hub.publish([item(1)])
+    waiters = 5
+    ready = threading.Barrier(waiters + 1)
+    results: list[tuple[bool, float]] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        ready.wait()
+        started = time.monotonic()
+        woke = hub.wait(1, timeout=30)
+        with lock:
+            results.append((woke, time.monotonic() - started))
+
+    threads = [threading.Thread(target=waiter) for _ in range(waiters)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    threads[0].join(0.05)
+    assert threads[0].is_alive(), "wait() must block while nothing new is published"
+    hub.publish([item(2)])
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a waiter was not woken by the publish"
+    assert len(results) == waiters
+    assert all(woke and elapsed < 10 for woke, elapsed in results)
+    assert hub.read(1, None) == Batch([msg(2)], 2, 2)
+
+
+def test_no_event_is_lost_between_a_read_and_a_wait() -> None:
+    """A reader looping read → wait sees every id a concurrent publisher publishes."""
+    hub = Hub(capacity=100)
+    total = 2000
+    seen: list[int] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        cursor = 0
+        while cursor < total:
+            batch = hub.read(cursor, None, limit=50)
+            assert batch is not None, "a prompt reader must not fall below the floor"
+            seen.extend(int(m.decode()[1:].split(":")[0]) for m in batch.messages)
+            cursor = batch.cursor
+            if not batch.messages:
+                assert hub.wait(cursor, timeout=10), "missed wake-up"
+        done.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(1, total + 1):
+        hub.publish([item(i)])
+        if i % 50 == 0:  # keep the publisher within the hub's window of the reader
+            while hub.floor > (seen[-1] if seen else 0) - 1 and not done.is_set():
+                if hub.wait(i, timeout=0.01) is False and seen and seen[-1] >= i - 50:
+                    break
+    thread.join(30)
+    assert not thread.is_alive()
+    assert seen == list(range(1, total + 1))

@@ -1,0 +1,330 @@
+"""GET /stream over real HTTP against ``ticker serve`` (gunicorn, gevent, 2 workers)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, log_ids
+from tests.sse_client import Message, SSEStream
+
+SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
+QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
+
+
+def tick_ids(frames: list[Message]) -> list[int]:
+    return [int(f.id) for f in frames if f.event == "tick" and f.id is not None]
+
+
+class Writer(threading.Thread):
+    """Post small batches of ticks as fast as the server takes them, until stopped."""
+
+    def __init__(self, server: Server, symbols: list[str], seed: int) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.symbols = symbols
+        self.random = random.Random(seed)
+        self.stopped = threading.Event()
+        self.ids: list[int] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                batch = [
+                    {"symbol": self.random.choice(self.symbols), "price": f"{100 + i}.25"}
+                    for i in range(self.random.randint(1, 5))
+                ]
+                self.ids.extend(self.server.post_ticks(batch))
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        self.stopped.set()
+        self.join(30)
+        assert self.error is None, self.error
+
+
+def read_until_id(stream: SSEStream, target: int, deadline: float = 20) -> list[Message]:
+    """Read until the client's resume point (last id, keepalives included) reaches ``target``."""
+    return stream.ticks_until(
+        lambda f: f.id is not None and int(f.id) >= target, deadline=deadline
+    )
+
+
+def test_fresh_connect_gets_snapshot_at_head_then_live_ticks(serve: Callable[..., Server]) -> None:
+    server = serve(**QUIET)
+    server.post_ticks([{"symbol": "BTC-USD", "price": "67000.10"}, {"symbol": "AAPL", "price": "230"}])
+    head = server.post_ticks([{"symbol": "ETH-USD", "price": "3500.5"}])[0]
+
+    with SSEStream(server.base + "/stream?symbols=btc-usd,eth-usd") as stream:
+        assert stream.status == 200
+        assert stream.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        assert stream.headers["Cache-Control"] == "no-cache"
+        assert stream.headers["X-Accel-Buffering"] == "no"
+        frames = stream.frames()
+        opening = next(frames)
+        assert opening.retry is not None and 1000 <= opening.retry <= 5000
+        snapshot = next(frames)
+        assert snapshot.event == "snapshot"
+        assert snapshot.id == str(head)
+        body = snapshot.json()
+        assert body["head"] == head
+        assert [(t["symbol"], t["price"]) for t in body["ticks"]] == [
+            ("BTC-USD", "67000.10"),
+            ("ETH-USD", "3500.5"),
+        ]
+
+        posted = server.post_ticks(
+            [
+                {"symbol": "AAPL", "price": "231"},
+                {"symbol": "BTC-USD", "price": "0.00001234"},
+                {"symbol": "ETH-USD", "price": "3501"},
+            ]
+        )
+        live = [next(frames), next(frames)]
+    assert [f.event for f in live] == ["tick", "tick"]
+    assert tick_ids(live) == posted[1:]
+    assert live[0].json() == {
+        "id": posted[1],
+        "symbol": "BTC-USD",
+        "price": "0.00001234",
+        "ts": live[0].json()["ts"],
+    }
+    assert live[0].json()["ts"].endswith("Z")
+
+
+@pytest.mark.parametrize("how", ["header", "query", "header-wins"])
+def test_replay_then_live_matches_the_log_under_concurrent_writes(
+    serve: Callable[..., Server], how: str
+) -> None:
+    server = serve(heartbeat=0.5, **QUIET)
+    chosen = ["BTC-USD", "AAPL"]
+    before = server.post_ticks(
+        [{"symbol": SYMBOLS[i % 3], "price": f"{i + 1}.5"} for i in range(3000)]
+    )
+    resume = before[1234]
+    writers = [Writer(server, SYMBOLS, seed) for seed in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        time.sleep(0.3)  # let writes be in flight while the stream replays and hands over
+        headers, query = {}, ""
+        if how in ("header", "header-wins"):
+            headers["Last-Event-ID"] = str(resume)
+        if how in ("query", "header-wins"):
+            query = f"&last_event_id={resume if how == 'query' else before[10]}"
+        with SSEStream(f"{server.base}/stream?symbols=BTC-USD,aapl{query}", headers) as stream:
+            frames = stream.ticks_until(lambda f: f.event == "live")
+            time.sleep(1.0)
+            for writer in writers:
+                writer.finish()
+            final = log_ids(server.db_url)[-1]
+            frames += read_until_id(stream, final)
+    finally:
+        for writer in writers:
+            writer.stopped.set()
+
+    live_at = next(i for i, f in enumerate(frames) if f.event == "live")
+    marker = frames[live_at].json()
+    replayed = tick_ids(frames[:live_at])
+    assert frames[live_at].id is None
+    assert marker["replayed"] == len(replayed)
+    assert replayed and replayed[-1] <= marker["head"]
+    received = tick_ids(frames)
+    expected = log_ids(server.db_url, chosen, after=resume)
+    assert received == expected  # every id of the log, in order, none twice
+    assert sum(len(w.ids) for w in writers) > 100  # the writers really ran during the test
+
+
+def test_client_killed_and_reconnected_repeatedly_loses_nothing(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(heartbeat=0.5, **QUIET)
+    start = server.post_ticks([{"symbol": "ETH-USD", "price": "1"}])[0]
+    writer = Writer(server, SYMBOLS, seed=7)
+    writer.start()
+    received: list[int] = []
+    last_id = str(start)
+    rng = random.Random(3)
+    try:
+        for _ in range(25):
+            with SSEStream(
+                server.base + "/stream?symbols=ETH-USD,AAPL", {"Last-Event-ID": last_id}
+            ) as stream:
+                for n, frame in enumerate(stream.frames()):
+                    if frame.event == "tick":
+                        received.append(int(frame.id or 0))
+                    if n >= rng.randint(1, 40):
+                        break
+                last_id = stream.last_event_id or last_id
+    finally:
+        writer.finish()
+    final = log_ids(server.db_url)[-1]
+    with SSEStream(server.base + "/stream?symbols=ETH-USD,AAPL", {"Last-Event-ID": last_id}) as s:
+        received += tick_ids(read_until_id(s, final))
+    assert received == log_ids(server.db_url, ["ETH-USD", "AAPL"], after=start)
+    assert len(received) > 50
+
+
+def test_reset_when_last_id_is_ahead_of_the_head(serve: Callable[..., Server]) -> None:
+    server = serve(**QUIET)
+    head = server.post_ticks([{"symbol": "AAPL", "price": "230.5"}])[0]
+    with SSEStream(server.base + "/stream?symbols=AAPL", {"Last-Event-ID": str(head + 500)}) as s:
+        frames = s.frames()
+        next(frames)
+        reset = next(frames)
+        assert reset.event == "reset" and reset.id == str(head)
+        assert reset.json() == {
+            "reason": "ahead",
+            "head": head,
+            "ticks": [reset.json()["ticks"][0]],
+        }
+        assert reset.json()["ticks"][0]["price"] == "230.5"
+        later = server.post_ticks([{"symbol": "AAPL", "price": "231"}])
+        assert tick_ids([next(frames)]) == later
+
+
+def test_reset_when_last_id_was_pruned(serve: Callable[..., Server], tmp_path: Any) -> None:
+    server = serve(**QUIET)
+    ids = server.post_ticks([{"symbol": "BTC-USD", "price": f"{i + 1}"} for i in range(50)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    env.update({"TICKER_DATABASE_URL": server.db_url, "TICKER_RETENTION": "10"})
+    done = subprocess.run(
+        [sys.executable, "-m", "ticker.cli", "prune"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pruned 40 events" in done.stdout
+
+    with SSEStream(server.base + "/stream", {"Last-Event-ID": str(ids[5])}) as s:
+        frames = s.frames()
+        next(frames)
+        reset = next(frames)
+    assert reset.event == "reset" and reset.json()["reason"] == "expired"
+    assert reset.id == str(ids[-1]) and reset.json()["head"] == ids[-1]
+    assert [t["price"] for t in reset.json()["ticks"]] == ["50"]
+
+    # A resume point that is still kept replays normally.
+    with SSEStream(server.base + "/stream", {"Last-Event-ID": str(ids[45])}) as s:
+        frames = s.ticks_until(lambda f: f.event == "live")
+    assert tick_ids(frames) == ids[46:]
+
+
+def test_keepalive_moves_a_filtered_clients_resume_point(serve: Callable[..., Server]) -> None:
+    server = serve(heartbeat=0.5, **QUIET)
+    with SSEStream(server.base + "/stream?symbols=ETH-USD") as stream:
+        frames = stream.frames()
+        next(frames)
+        head = int(next(frames).id or -1)
+        idle = next(frames)  # nothing has passed: a bare keepalive
+        assert idle.comments == ["keepalive"] and idle.id is None and idle.event is None
+        passed = server.post_ticks([{"symbol": "BTC-USD", "price": "1"} for _ in range(3)])
+        moved = next(frames)
+    assert passed[0] > head
+    assert moved.comments == ["keepalive"] and moved.event is None and moved.data is None
+    assert moved.id == str(passed[-1])
+    assert stream.last_event_id == str(passed[-1])
+
+
+def test_retry_delay_is_jittered_per_connection(serve: Callable[..., Server]) -> None:
+    server = serve(**QUIET)
+    delays = set()
+    for _ in range(8):
+        with SSEStream(server.base + "/stream") as stream:
+            delays.add(next(stream.frames()).retry)
+    assert len(delays) > 1
+    assert all(d is not None and 1000 <= d <= 5000 for d in delays)
+
+
+def test_over_the_stream_limit_the_answer_is_busy_then_a_slot_frees(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(workers=1, max_streams=1, heartbeat=0.3, **QUIET)
+    first = SSEStream(server.base + "/stream")
+    assert next(first.frames()).retry is not None
+
+    with SSEStream(server.base + "/stream") as busy:
+        assert busy.status == 200
+        assert int(busy.headers["Retry-After"]) >= 20
+        frames = list(busy.frames())  # the server closes the stream after the notice
+    assert frames[0].retry is not None and frames[0].retry >= 20000
+    assert frames[1].event == "busy" and "retry" in frames[1].json()["error"]
+    assert len(frames) == 2
+
+    first.close()
+    deadline = time.monotonic() + 10
+    while True:
+        with SSEStream(server.base + "/stream") as again:
+            events = [f.event for f, _ in zip(again.frames(), range(2), strict=False)]
+        if events[1] == "snapshot":
+            break
+        assert events[1] == "busy" and time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_closed_clients_free_their_streams(serve: Callable[..., Server]) -> None:
+    server = serve(workers=1, heartbeat=0.3, **QUIET)
+    streams = [SSEStream(server.base + "/stream") for _ in range(5)]
+    for stream in streams:
+        next(stream.frames())
+    assert server.get("/healthz")["streams"]["open"] == 5
+    for stream in streams:
+        stream.close()
+    deadline = time.monotonic() + 10
+    while server.get("/healthz")["streams"]["open"] != 0:
+        assert time.monotonic() < deadline, "closed streams were never released"
+        time.sleep(0.1)
+
+
+def test_slow_reader_is_served_from_the_log_without_loss(serve: Callable[..., Server]) -> None:
+    server = serve(workers=1, hub_capacity=100, heartbeat=0.5, **QUIET)
+    with SSEStream(server.base + "/stream?symbols=BTC-USD,ETH-USD") as stream:
+        frames = stream.frames()
+        next(frames)
+        head = int(next(frames).id or -1)
+        for _ in range(40):  # about 5 MB of messages while the client reads nothing
+            server.post_ticks(
+                [{"symbol": SYMBOLS[i % 3], "price": f"{i}.123456789"} for i in range(1, 1001)]
+            )
+        final = log_ids(server.db_url)[-1]
+        received = tick_ids(read_until_id(stream, final, deadline=60))
+    assert received == log_ids(server.db_url, ["BTC-USD", "ETH-USD"], after=head)
+    assert server.get("/healthz")["streams"]["fallbacks"] > 0
+
+
+def test_bad_requests_get_json_errors_and_the_service_stays_healthy(
+    serve: Callable[..., Server],
+) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    server = serve(max_symbols=2, **QUIET)
+    cases = [
+        ("/stream?symbols=BTC%20USD", {}, 400, "malformed"),
+        ("/stream?symbols=AAPL,BTC-USD,ETH-USD", {}, 400, "too many"),
+        ("/stream?symbols=AAPL,NOPE", {}, 404, "NOPE"),
+        ("/stream?last_event_id=-3", {}, 400, "last_event_id"),
+        ("/stream", {"Last-Event-ID": "x1"}, 400, "Last-Event-ID"),
+        ("/stream?last_event_id=9223372036854775808", {}, 400, "2^63"),
+    ]
+    for path, headers, status, words in cases:
+        request = urllib.request.Request(server.base + path, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        assert info.value.code == status, path
+        assert info.value.headers["Content-Type"] == "application/json"
+        assert words in json.load(info.value)["error"], path
+    assert server.get("/healthz")["status"] == "ok"
+    with SSEStream(server.base + "/stream?symbols=AAPL") as stream:
+        frames = stream.frames()
+        next(frames)
+        assert next(frames).event == "snapshot"
