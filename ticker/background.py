@@ -8,14 +8,28 @@ APScheduler jobs; the lease makes only one process across all of them produce.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from flask import Flask
 
 logger = logging.getLogger(__name__)
 
 _start_lock = threading.Lock()
+
+
+def make_scheduler() -> BaseScheduler:
+    """Return a scheduler that suits this process: greenlets under gevent, else threads."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("threading"):
+            from apscheduler.schedulers.gevent import GeventScheduler
+
+            return GeventScheduler()
+    return BackgroundScheduler(daemon=True)
 
 
 def ensure_started(app: Flask) -> None:
@@ -28,16 +42,22 @@ def ensure_started(app: Flask) -> None:
         app.extensions["ticker.follower"].start()
         scheduler = None
         if app.extensions["ticker.settings"].producer == "auto":
-            scheduler = BackgroundScheduler(daemon=True)
+            scheduler = make_scheduler()
             app.extensions["ticker.producer"].schedule(scheduler)
             scheduler.start()
         app.extensions["ticker.scheduler"] = scheduler
 
 
+def end_streams(app: Flask) -> None:
+    """Let every open stream finish its current message and end, so clients reconnect."""
+    app.extensions["ticker.hub"].close()
+
+
 def stop(app: Flask) -> None:
-    """Stop the jobs and the follower, and hand the producer lease on."""
+    """End the streams, stop the jobs and the follower, and hand the producer lease on."""
+    end_streams(app)
     scheduler = app.extensions.pop("ticker.scheduler", None)
     if scheduler is not None:
-        scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=True)
     app.extensions["ticker.follower"].stop()
     app.extensions["ticker.producer"].release()

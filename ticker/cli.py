@@ -15,10 +15,20 @@ from alembic.config import Config
 from flask import Flask
 
 from ticker import ROOT, create_app, log
+from ticker.background import make_scheduler
 from ticker.config import Settings
 from ticker.db import get_engine
 from ticker.errors import ConfigError
 from ticker.events import now_us
+
+
+def configure_logging() -> None:
+    """Log one line per record to stderr; ``TICKER_LOG_LEVEL`` sets the level."""
+    logging.basicConfig(
+        level=os.environ.get("TICKER_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _app() -> Flask:
@@ -45,10 +55,7 @@ def upgrade(app: Flask, revision: str = "head") -> None:
 @click.group()
 def main() -> None:
     """Run and operate ticker. Configuration comes from TICKER_* variables."""
-    logging.basicConfig(
-        level=os.environ.get("TICKER_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+    configure_logging()
 
 
 @main.group()
@@ -91,8 +98,6 @@ def serve(host: str, port: int, workers: int) -> None:
 @main.command()
 def produce() -> None:
     """Run the producer alone (for TICKER_PRODUCER=off on the web tier)."""
-    from apscheduler.schedulers.background import BackgroundScheduler
-
     app = _app()
     settings: Settings = app.extensions["ticker.settings"]
     if settings.source == "none":
@@ -105,7 +110,7 @@ def produce() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheduler = BackgroundScheduler()
+    scheduler = make_scheduler()
     producer.schedule(scheduler)
     scheduler.start()
     click.echo(f"producing {settings.source} ticks every {settings.tick_interval}s", err=True)

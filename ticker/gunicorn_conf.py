@@ -7,6 +7,8 @@ lease on when it exits.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 worker_class = "gevent"
@@ -20,16 +22,22 @@ control_socket_disable = True  # several instances may run side by side
 
 def post_worker_init(worker: Any) -> None:
     """Set up logging, then start the worker's follower and producer jobs."""
-    import logging
-    import os
-
     from ticker.background import ensure_started
+    from ticker.cli import configure_logging
 
-    logging.basicConfig(
-        level=os.environ.get("TICKER_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+    configure_logging()
     ensure_started(worker.wsgi)
+    threading.Thread(target=_end_streams_on_shutdown, args=(worker,), daemon=True).start()
+
+
+def _end_streams_on_shutdown(worker: Any) -> None:
+    # gunicorn waits graceful_timeout for open requests after SIGTERM, and a
+    # stream never finishes by itself: end them as soon as the worker stops.
+    from ticker.background import end_streams
+
+    while worker.alive:
+        time.sleep(0.2)
+    end_streams(worker.wsgi)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

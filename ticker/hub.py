@@ -36,6 +36,7 @@ class Hub:
         self.capacity = capacity
         self.floor = 0
         self.head = 0
+        self.closed = False
         self._ids: list[int] = []
         self._symbols: list[str] = []
         self._messages: list[bytes] = []
@@ -86,10 +87,17 @@ class Hub:
                     last_id = self._ids[i]
             return Batch(messages, self._ids[end - 1], last_id)
 
+    def close(self) -> None:
+        """Wake every waiter for good: the process is shutting down and streams should end."""
+        with self._lock:
+            self.closed = True
+            changed = self._changed
+        changed.set()
+
     def wait(self, cursor: int, timeout: float) -> bool:
         """Block until an event after ``cursor`` is published or ``timeout`` passes."""
         with self._lock:
-            if self.head > cursor:
+            if self.head > cursor or self.closed:
                 return True
             changed = self._changed
         return changed.wait(timeout)

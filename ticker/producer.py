@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 
 from ticker import lease, log
@@ -124,7 +124,7 @@ class Producer:
             except Exception:
                 logger.exception("could not release the producer lease")
 
-    def schedule(self, scheduler: BackgroundScheduler) -> None:
+    def schedule(self, scheduler: BaseScheduler) -> None:
         """Add the produce and prune jobs to ``scheduler``."""
         interval = self.settings.tick_interval
         scheduler.add_job(

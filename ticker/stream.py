@@ -86,7 +86,7 @@ def events(
     retry_ms: int,
     slots: Slots,
 ) -> Iterator[bytes]:
-    """Yield the messages of one stream, forever; the server stops it when the client goes."""
+    """Yield the messages of one stream until the client goes or the hub closes."""
     wanted = frozenset(symbols)
     yield sse.retry(retry_ms)
 
@@ -121,7 +121,7 @@ def events(
 
     quiet_since = time.monotonic()
     behind = False
-    while True:
+    while not hub.closed:  # on shutdown, end between messages; the client reconnects
         batch = hub.read(cursor, wanted, PAGE)
         if batch is None:  # below the hub's floor: this client is slow, serve it from the log
             if not behind:
