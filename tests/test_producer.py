@@ -1,0 +1,115 @@
+"""The producer: one across gunicorn workers, failover after SIGKILL, standalone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from tests.conftest import Server
+from tests.sse_client import SSEStream
+
+INTERVAL = 0.2
+SIM = {"source": "sim", "symbols": "BTC-USD,AAPL", "tick_interval": INTERVAL, "lease_ttl": 1.5}
+
+
+def ticks_of(db_url: str, symbol: str) -> list[tuple[int, int]]:
+    """Return ``(id, ts)`` of every tick of ``symbol``, by id."""
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, ts FROM ticks WHERE symbol = :s ORDER BY id"), {"s": symbol}
+        )
+        found = [(int(r[0]), int(r[1])) for r in rows]
+    engine.dispose()
+    return found
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < end, f"{what} did not happen within {timeout}s"
+        time.sleep(0.05)
+
+
+def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
+    """Two producers would leave pairs of ticks much closer together than one interval."""
+    ts = [t for _, t in ticks_of(db_url, symbol)]
+    gaps = [(b - a) / 1e6 for a, b in zip(ts, ts[1:], strict=False)]
+    assert gaps, "no ticks"
+    assert min(gaps) > INTERVAL * 0.5, f"ticks {min(gaps):.3f}s apart: produced twice"
+
+
+def holder_pid(server: Server) -> int:
+    holder = wait_for(lambda: server.get("/healthz")["producer"]["holder"], 10, "a lease holder")
+    return int(holder.split(":")[1])
+
+
+def test_one_producer_across_workers(serve: Callable[..., Server]) -> None:
+    server = serve(workers=3, **SIM)
+    wait_for(lambda: len(ticks_of(server.db_url, "BTC-USD")) >= 15, 20, "15 intervals")
+    assert_one_tick_per_interval(server.db_url, "BTC-USD")
+    assert_one_tick_per_interval(server.db_url, "AAPL")
+    assert holder_pid(server) in server.worker_pids()
+
+
+def test_another_worker_produces_within_seconds_after_the_holder_is_killed(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(workers=2, **SIM)
+    wait_for(lambda: len(ticks_of(server.db_url, "BTC-USD")) >= 5, 20, "first ticks")
+    pid = holder_pid(server)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    last_id = ticks_of(server.db_url, "BTC-USD")[-1][0]
+
+    def resumed() -> bool:
+        newer = [t for i, t in ticks_of(server.db_url, "BTC-USD") if i > last_id]
+        return len(newer) >= 3
+
+    wait_for(resumed, 10, "production after the holder died")
+    assert time.time() - killed_at < 10
+    assert holder_pid(server) != pid
+    assert_one_tick_per_interval(server.db_url, "BTC-USD")
+
+
+def test_producer_off_in_the_web_tier_and_ticker_produce_standalone(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(workers=2, producer="off", **SIM)
+    with SSEStream(server.base + "/stream?symbols=AAPL") as stream:
+        frames = stream.frames()
+        next(frames)
+        snapshot = next(frames)
+        assert snapshot.json() == {"head": 0, "ticks": []}
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+        env.update({f"TICKER_{k.upper()}": str(v) for k, v in SIM.items()})
+        env["TICKER_DATABASE_URL"] = server.db_url
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "ticker.cli", "produce"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            first = next(frames)
+            second = next(frames)
+        finally:
+            producer.send_signal(signal.SIGTERM)
+            _, err = producer.communicate(timeout=15)
+    assert producer.returncode == 0, err
+    assert first.event == second.event == "tick"
+    assert first.json()["symbol"] == "AAPL"
+    assert int(second.id or 0) > int(first.id or 0)
+    # The web workers never produced: every tick came from the standalone producer.
+    assert server.get("/healthz")["producer"]["ticks"] == 0
