@@ -80,7 +80,9 @@ class Server:
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ticker.cli", "serve"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.wait_healthy()
 

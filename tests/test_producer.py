@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -44,7 +45,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
     """Two producers would leave pairs of ticks much closer together than one interval."""
     ts = [t for _, t in ticks_of(db_url, symbol)]
-    gaps = [(b - a) / 1e6 for a, b in zip(ts, ts[1:], strict=False)]
+    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(ts)]
     assert gaps, "no ticks"
     assert min(gaps) > INTERVAL * 0.5, f"ticks {min(gaps):.3f}s apart: produced twice"
 

@@ -55,14 +55,14 @@ class Writer(threading.Thread):
 
 def read_until_id(stream: SSEStream, target: int, deadline: float = 20) -> list[Message]:
     """Read until the client's resume point (last id, keepalives included) reaches ``target``."""
-    return stream.ticks_until(
-        lambda f: f.id is not None and int(f.id) >= target, deadline=deadline
-    )
+    return stream.ticks_until(lambda f: f.id is not None and int(f.id) >= target, deadline=deadline)
 
 
 def test_fresh_connect_gets_snapshot_at_head_then_live_ticks(serve: Callable[..., Server]) -> None:
     server = serve(**QUIET)
-    server.post_ticks([{"symbol": "BTC-USD", "price": "67000.10"}, {"symbol": "AAPL", "price": "230"}])
+    server.post_ticks(
+        [{"symbol": "BTC-USD", "price": "67000.10"}, {"symbol": "AAPL", "price": "230"}]
+    )
     head = server.post_ticks([{"symbol": "ETH-USD", "price": "3500.5"}])[0]
 
     with SSEStream(server.base + "/stream?symbols=btc-usd,eth-usd") as stream:
@@ -328,3 +328,26 @@ def test_bad_requests_get_json_errors_and_the_service_stays_healthy(
         frames = stream.frames()
         next(frames)
         assert next(frames).event == "snapshot"
+
+
+def test_a_thousand_idle_streams_hold_no_database_connection(
+    serve: Callable[..., Server],
+) -> None:
+    # The SQLite pool holds 30 connections per worker; if a waiting stream kept
+    # one, the streams past the 60th would stall on the pool instead of opening.
+    server = serve(workers=2, **QUIET)
+    streams = []
+    try:
+        for _ in range(1000):
+            stream = SSEStream(server.base + "/stream?symbols=AAPL")
+            frames = stream.frames()
+            next(frames)
+            assert next(frames).event == "snapshot"
+            streams.append((stream, frames))
+        posted = server.post_ticks([{"symbol": "AAPL", "price": "231.5"}])
+        for _, frames in streams:
+            assert tick_ids([next(frames)]) == posted
+        assert server.get("/healthz")["status"] == "ok"
+    finally:
+        for stream, _ in streams:
+            stream.close()

@@ -25,7 +25,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         __name__,
         instance_path=str(ROOT / "instance"),
         template_folder=str(ROOT / "templates"),
-        static_folder=str(ROOT / "static") if (ROOT / "static").is_dir() else None,
     )
     default_url = f"sqlite:///{Path(app.instance_path) / 'ticker.db'}"
     settings = load_settings(default_url, overrides=test_config)
@@ -70,6 +69,8 @@ def _register_cors(app: Flask, origins: tuple[str, ...]) -> None:
         origin = request.headers.get("Origin")
         if origin and ("*" in origins or origin.rstrip("/") in origins):
             response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, Last-Event-ID"
+            )
             response.headers.add("Vary", "Origin")
         return response

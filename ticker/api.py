@@ -110,7 +110,7 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
         try:
             ts = parse_ts(raw_ts)
         except ValueError as exc:
-            raise bad("ts", f"{raw_ts[:40]!r} is not an ISO 8601 time with a zone ({exc})") from None
+            raise bad("ts", f"{raw_ts[:40]!r} is not ISO 8601 with a zone ({exc})") from None
     return Tick(symbol, price, ts)
 
 

@@ -71,8 +71,15 @@ def db_upgrade(revision: str) -> None:
 
 
 @main.command()
-@click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="HOST or 127.0.0.1")
-@click.option("--port", default=lambda: int(os.environ.get("PORT", "8000")), type=int, show_default="PORT or 8000")
+@click.option(
+    "--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="HOST or 127.0.0.1"
+)
+@click.option(
+    "--port",
+    default=lambda: int(os.environ.get("PORT", "8000")),
+    type=int,
+    show_default="PORT or 8000",
+)
 @click.option(
     "--workers",
     type=int,
@@ -83,10 +90,15 @@ def serve(host: str, port: int, workers: int) -> None:
     """Migrate the database, then serve the page, stream and API under gunicorn."""
     upgrade(_app())
     argv = [
-        sys.executable, "-m", "gunicorn",
-        "--config", "python:ticker.gunicorn_conf",
-        "--bind", f"{host}:{port}",
-        "--workers", str(workers),
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:ticker.gunicorn_conf",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
         "ticker:create_app()",
     ]
     click.echo(f"serving on http://{host}:{port} with {workers} workers", err=True)

@@ -128,12 +128,21 @@ class Producer:
         """Add the produce and prune jobs to ``scheduler``."""
         interval = self.settings.tick_interval
         scheduler.add_job(
-            self.produce, "interval", seconds=interval, id="produce",
-            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)),
+            self.produce,
+            "interval",
+            seconds=interval,
+            id="produce",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
         )
         retention = self.settings.retention
         every = 60.0 if retention.max_age is None else min(60.0, max(1.0, retention.max_age / 10))
         scheduler.add_job(
-            self.prune, "interval", seconds=every, id="prune",
-            max_instances=1, coalesce=True,
+            self.prune,
+            "interval",
+            seconds=every,
+            id="prune",
+            max_instances=1,
+            coalesce=True,
         )

@@ -50,8 +50,8 @@ def open_stream() -> Response:
     if not slots.acquire():
         wait_ms = random.randint(*BUSY_RETRY_MS)
         busy = {"error": "too many open streams; retry later", "retry_ms": wait_ms}
-        body = sse.retry(wait_ms) + sse.message("busy", busy)
-        return _stream_response([body], **{"Retry-After": str(-(-wait_ms // 1000))})
+        notice = sse.retry(wait_ms) + sse.message("busy", busy)
+        return _stream_response([notice], **{"Retry-After": str(-(-wait_ms // 1000))})
 
     ensure_started(current_app)
     sock = request.environ.get("gunicorn.socket")
