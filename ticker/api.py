@@ -57,7 +57,7 @@ def list_ticks() -> Response:
     if len(symbol) != 1:
         raise RequestError(400, "give exactly one symbol")
     after = params.event_id(request.args.get("after"), "after") or 0
-    limit = params.integer(request.args.get("limit"), "limit", 100, MAX_PAGE)
+    limit = params.limit(request.args.get("limit"), 100, MAX_PAGE)
     with get_engine().connect() as conn:
         found = log.read_after(conn, after, symbol, limit)
     next_after = found[-1].id if len(found) == limit else None
@@ -97,7 +97,7 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
     if isinstance(raw_price, Decimal):
         raw_price = format(raw_price, "f")
     if not isinstance(raw_price, str):
-        raise bad("price", "is required: a decimal string such as \"67012.35\"")
+        raise bad("price", 'is required: a decimal string such as "67012.35"')
     try:
         price = check_price(raw_price.strip())
     except ValueError as exc:
@@ -106,7 +106,7 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
     raw_ts = item.get("ts")
     if raw_ts is not None:
         if not isinstance(raw_ts, str):
-            raise bad("ts", "must be an ISO 8601 string such as \"2026-11-21T10:00:00Z\"")
+            raise bad("ts", 'must be an ISO 8601 string such as "2026-11-21T10:00:00Z"')
         try:
             ts = parse_ts(raw_ts)
         except ValueError as exc:

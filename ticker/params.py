@@ -10,7 +10,7 @@ from ticker.errors import RequestError
 
 # ASCII digits only: \d and str.isdigit() also accept "²" or "٣".
 _ID_RE = re.compile(r"^[0-9]{1,19}$")
-_INT_RE = re.compile(r"^[0-9]{1,9}$")
+_INT_RE = re.compile(r"^[0-9]{1,19}$")
 MAX_ID = 2**63 - 1
 
 
@@ -63,13 +63,11 @@ def event_id(raw: str | None, name: str) -> int | None:
     return int(value)
 
 
-def integer(raw: str | None, name: str, default: int, maximum: int) -> int:
-    """Return ``raw`` as an integer from 1 to ``maximum`` (``default`` when absent)."""
+def limit(raw: str | None, default: int, cap: int) -> int:
+    """Return ``raw`` as a positive page size, capped at ``cap`` (``default`` when absent)."""
     if raw is None or not raw.strip():
         return default
     value = raw.strip()
-    if not _INT_RE.match(value) or not 1 <= int(value) <= maximum:
-        raise RequestError(
-            400, f"{name} must be an integer from 1 to {maximum}, got {value[:40]!r}"
-        )
-    return int(value)
+    if not _INT_RE.match(value) or int(value) < 1:
+        raise RequestError(400, f"limit must be a positive integer, got {value[:40]!r}")
+    return min(int(value), cap)
