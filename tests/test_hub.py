@@ -169,3 +169,13 @@ def test_no_event_is_lost_between_a_read_and_a_wait() -> None:
     thread.join(30)
     assert not thread.is_alive()
     assert seen == list(range(1, total + 1))
+
+
+def test_every_stream_gets_the_same_encoded_message() -> None:
+    """An event is encoded once per process: readers share the one bytes object."""
+    hub = Hub(capacity=100)
+    message = b"id: 1\nevent: tick\ndata: {}\n\n"
+    hub.publish([(1, "AAPL", message)])
+    first, second = hub.read(0, {"AAPL"}), hub.read(0, None)
+    assert first is not None and second is not None
+    assert first.messages[0] is message and second.messages[0] is message

@@ -351,3 +351,21 @@ def test_a_thousand_idle_streams_hold_no_database_connection(
     finally:
         for stream, _ in streams:
             stream.close()
+
+
+def test_a_client_that_stops_reading_is_disconnected_and_frees_its_slot(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(workers=1, heartbeat=0.5, **QUIET)  # writes may block for 2 s
+    stalled = SSEStream(server.base + "/stream")
+    next(stalled.frames())
+    try:
+        assert server.get("/healthz")["streams"]["open"] == 1
+        for _ in range(40):  # about 5 MB: more than the socket buffers hold
+            server.post_ticks([{"symbol": "AAPL", "price": f"{i}.123456789"} for i in range(1000)])
+        deadline = time.monotonic() + 20
+        while server.get("/healthz")["streams"]["open"] != 0:
+            assert time.monotonic() < deadline, "a stalled client kept its stream"
+            time.sleep(0.2)
+    finally:
+        stalled.close()

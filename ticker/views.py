@@ -17,6 +17,11 @@ bp = Blueprint("views", __name__)
 BUSY_RETRY_MS = (20_000, 40_000)
 
 
+def write_timeout(heartbeat: float) -> float:
+    """Return how long a write may block before the client counts as gone."""
+    return max(2.0, 4 * heartbeat)
+
+
 def _settings() -> Settings:
     settings: Settings = current_app.extensions["ticker.settings"]
     return settings
@@ -57,7 +62,7 @@ def open_stream() -> Response:
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
         # A client that stops reading must not hold its slot forever.
-        sock.settimeout(max(30.0, 4 * settings.heartbeat))
+        sock.settimeout(write_timeout(settings.heartbeat))
     body = stream.events(
         get_engine(),
         current_app.extensions["ticker.hub"],
