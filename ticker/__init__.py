@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ticker import api, db, views
@@ -54,6 +55,11 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(RequestError)
     def refused(exc: RequestError) -> Any:
         return error_response(exc.status, exc.message, **exc.details)
+
+    @app.errorhandler(OperationalError)
+    def database_down(exc: OperationalError) -> Any:
+        app.logger.warning("database unavailable: %s", exc.orig)
+        return error_response(503, "database unavailable, retry shortly")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -1,10 +1,17 @@
 """The database engine: one per app, created from ``TICKER_DATABASE_URL``.
 
-SQLite runs in WAL mode so readers never block the writer.  The driver's own
-transaction handling is switched off and SQLAlchemy emits ``BEGIN`` itself, so a
-read sees one snapshot from its first statement to its end and a writer can ask
-for ``BEGIN IMMEDIATE`` (execution option ``begin="IMMEDIATE"``) to take the
-write lock up front instead of failing on an upgrade.
+Invariant: writes to the log are serialised, one transaction at a time, from
+its first statement to its commit.  That is what makes ids visible in commit
+order (see ``log``).
+
+- SQLite runs in WAL mode so readers never block the writer.  The driver's own
+  transaction handling is switched off and SQLAlchemy emits ``BEGIN`` itself,
+  so a read sees one snapshot from its first statement to its end, and a
+  writer takes the write lock up front with ``BEGIN IMMEDIATE``.
+- PostgreSQL (psycopg 3, which cooperates with gevent on its own) runs at READ
+  COMMITTED; a writer takes a transaction-scoped advisory lock first.  The
+  lock is released only after the commit is visible, so the next writer draws
+  its ids from the sequence after every earlier id is visible.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -32,10 +39,25 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# Key of the advisory lock that serialises writers on PostgreSQL ("tick").
+WRITE_LOCK = 0x7469636B
+
+
+def normalise_url(url: str) -> str:
+    """Make ``postgresql://`` URLs use psycopg 3 rather than SQLAlchemy's default driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``, tuned for SQLite when it is SQLite."""
+    """Create an engine for ``url``, tuned for SQLite or PostgreSQL."""
+    url = normalise_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=30
+        )
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "isolation_level": None, "timeout": 30},
@@ -62,10 +84,12 @@ def make_engine(url: str) -> Engine:
 
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
-    """Open a write transaction (``BEGIN IMMEDIATE`` on SQLite) and commit it on exit."""
+    """Open a write transaction holding the one writer's lock, and commit it on exit."""
     with engine.connect() as conn:
         conn.execution_options(begin="IMMEDIATE")
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
             yield conn
 
 

@@ -6,9 +6,14 @@ id it published.  Because ids become visible in commit order (see ``log``), no
 event can later appear below ``position``.  Streams never poll the database
 while they wait: they wait on the hub, which this single reader fills.
 
-Appends made in this process wake the follower at once; appends by other
-processes are found by polling every ``poll_interval`` seconds, one cheap
-indexed query per process however many clients are connected.
+Appends made in this process wake the follower at once.  Appends by other
+processes are found on SQLite by polling every ``poll_interval`` seconds (one
+cheap indexed query per process, however many clients are connected), and on
+PostgreSQL by ``LISTEN ticker_log`` on one dedicated connection per process.
+Notifications only wake the follower; what it publishes always comes from the
+log.  A lost notification or listening connection therefore loses nothing:
+the follower still polls once a second, and every time the listener
+(re)connects it wakes the follower to catch up.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ticker.hub import Hub
 logger = logging.getLogger(__name__)
 
 PAGE = 2000
+LISTEN_POLL = 1.0  # PostgreSQL: the safety-net poll while LISTEN does the waking
 
 
 class Follower:
@@ -32,7 +38,8 @@ class Follower:
     def __init__(self, engine: Engine, hub: Hub, poll_interval: float) -> None:
         self.engine = engine
         self.hub = hub
-        self.poll_interval = poll_interval
+        self.listens = engine.dialect.name == "postgresql"
+        self.poll_interval = LISTEN_POLL if self.listens else poll_interval
         self.position = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -53,6 +60,8 @@ class Follower:
             self.hub.restart(self.position)
             self._thread = threading.Thread(target=self._run, name="ticker-follower", daemon=True)
             self._thread.start()
+            if self.listens:
+                threading.Thread(target=self._listen, name="ticker-listen", daemon=True).start()
 
     def wake(self) -> None:
         """Look at the log now instead of at the next poll."""
@@ -84,3 +93,23 @@ class Follower:
                 backoff = min(backoff * 2 + 0.1, 5.0)
             self._wake.wait(backoff)
             self._wake.clear()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {log.CHANNEL}")
+                    self.wake()  # whatever committed while we were not listening
+                    backoff = 0.5
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.wake()
+            except psycopg.Error as exc:
+                logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

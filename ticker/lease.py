@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from enum import Enum
 
-from sqlalchemy import BigInteger, Connection, Engine, String, insert, select, update
+from sqlalchemy import BigInteger, Connection, Engine, String, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ticker.db import Base, writing
@@ -53,8 +54,29 @@ def current(conn: Connection, name: str = PRODUCER) -> tuple[str, int] | None:
     return None if row is None else (str(row[0]), int(row[1]))
 
 
-def claim(conn: Connection, holder: str, ttl: float, now_us: int, name: str = PRODUCER) -> Claim:
-    """Take or renew the lease for ``holder``; call inside a write transaction."""
+def clock_us(conn: Connection) -> int:
+    """Return the time that leases are measured by, in microseconds since the epoch.
+
+    On PostgreSQL it is the database server's clock, so hosts whose clocks
+    disagree still agree on when a lease lapsed; SQLite serves one host.
+    """
+    if conn.dialect.name == "postgresql":
+        epoch_us = func.floor(func.extract("epoch", func.clock_timestamp()) * 1_000_000)
+        value = conn.scalar(select(epoch_us))
+        if value is not None:
+            return int(value)
+    return time.time_ns() // 1000
+
+
+def claim(
+    conn: Connection, holder: str, ttl: float, now_us: int | None = None, name: str = PRODUCER
+) -> Claim:
+    """Take or renew the lease for ``holder``; call inside a write transaction.
+
+    ``now_us`` defaults to :func:`clock_us`; tests pass their own time.
+    """
+    if now_us is None:
+        now_us = clock_us(conn)
     expires = now_us + int(ttl * 1_000_000)
     row = conn.execute(
         select(LeaseRow.holder, LeaseRow.expires_at).where(LeaseRow.name == name).with_for_update()

@@ -1,12 +1,18 @@
 """The append-only event log: the ``ticks`` table and every query on it.
 
-Invariant: ids grow in commit order and are never reused.  On SQLite one writer
-holds the lock from ``BEGIN IMMEDIATE`` to commit and ``AUTOINCREMENT`` never
-hands out an id twice, even after the newest rows were pruned.
+Invariant: ids grow in commit order and are never reused, so a reader that has
+seen id N never later finds a committed event below N.  Appends are serialised
+(``db.writing``: SQLite's write lock, PostgreSQL's advisory lock held until the
+commit is visible) and draw their ids inside that critical section, from
+SQLite's ``AUTOINCREMENT`` or PostgreSQL's sequence, neither of which hands an
+id out twice, even after the newest rows were pruned.  A naive ``id > N``
+reader is therefore safe: no id below the newest visible one can still commit.
+
 ``pruned_through`` (in ``log_state``) is the highest id deleted by retention:
 a reader resuming below it has missed events.  ``head`` is the highest id ever
 committed: the newest row's id, or ``pruned_through`` when retention emptied
-the table.
+the table.  Each append also sends ``NOTIFY ticker_log`` on PostgreSQL, which
+wakes the followers of every process at commit.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ticker.db import Base, writing
 from ticker.events import Event, Tick
 
 _ID = BigInteger().with_variant(Integer(), "sqlite")
+CHANNEL = "ticker_log"  # PostgreSQL NOTIFY channel: a new head was committed
 
 
 class TickRow(Base):
@@ -76,10 +83,20 @@ def _state(conn: Connection, name: str) -> int:
     return int(value or 0)
 
 
+def pruned_through(conn: Connection) -> int:
+    """Return the highest id retention has deleted (0 when none)."""
+    return _state(conn, "pruned_through")
+
+
 def position(conn: Connection) -> Position:
-    """Return the head and prune horizon, as seen by ``conn``'s transaction."""
-    pruned = _state(conn, "pruned_through")
+    """Return the head and prune horizon.
+
+    The newest id is read before the horizon: under PostgreSQL's READ COMMITTED
+    each statement sees its own snapshot, and in this order a prune that
+    empties the table in between still leaves ``head`` where it was.
+    """
     newest = conn.scalar(select(func.max(ticks.c.id))) or 0
+    pruned = pruned_through(conn)
     return Position(head=max(int(newest), pruned), pruned_through=pruned)
 
 
@@ -103,7 +120,10 @@ def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
         insert(ticks).returning(ticks.c.id, sort_by_parameter_order=True),
         [{"symbol": t.symbol, "price": t.price, "ts": t.ts} for t in batch],
     )
-    return [int(i) for i in result.scalars()]
+    ids = [int(i) for i in result.scalars()]
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(CHANNEL, str(ids[-1]))))
+    return ids
 
 
 def _events(rows: Iterable[Sequence[object]]) -> list[Event]:
@@ -126,13 +146,14 @@ def read_after(
     return _events(conn.execute(query.order_by(ticks.c.id).limit(limit)))
 
 
-def latest(conn: Connection, symbols: Sequence[str]) -> list[Event]:
-    """Return the newest event of each of ``symbols`` that has one, in that order."""
+def latest(conn: Connection, symbols: Sequence[str], upto: int | None = None) -> list[Event]:
+    """Return the newest event (``id <= upto``) of each of ``symbols`` that has one, in order."""
     found = []
     for symbol in symbols:
-        row = conn.execute(
-            select(*_COLUMNS).where(ticks.c.symbol == symbol).order_by(ticks.c.id.desc()).limit(1)
-        ).first()
+        query = select(*_COLUMNS).where(ticks.c.symbol == symbol)
+        if upto is not None:
+            query = query.where(ticks.c.id <= upto)
+        row = conn.execute(query.order_by(ticks.c.id.desc()).limit(1)).first()
         if row is not None:
             found.extend(_events([row]))
     return found

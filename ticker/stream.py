@@ -59,7 +59,7 @@ class Slots:
 def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -> tuple[bytes, int]:
     """Encode a ``snapshot`` or ``reset`` message and return it with the head it names."""
     position = log.position(conn)
-    ticks = [e.to_dict() for e in log.latest(conn, symbols)]
+    ticks = [e.to_dict() for e in log.latest(conn, symbols, upto=position.head)]
     body = {**extra, "head": position.head, "ticks": ticks}
     return sse.message(kind, body, id=position.head), position.head
 
@@ -67,13 +67,14 @@ def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -
 def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, bool]:
     """Read the log's next page after ``cursor``; the flag is True when it is a reset."""
     with engine.connect() as conn:
-        position = log.position(conn)
-        if cursor < position.pruned_through:
+        head = log.position(conn).head
+        found = log.read_after(conn, cursor, symbols, PAGE, upto=head)
+        # Checked after the read: a prune racing it shows up here, never as a gap.
+        if cursor < log.pruned_through(conn):
             message, head = opening(conn, symbols, "reset", reason="expired")
             return Batch([message], head, head), True
-        found = log.read_after(conn, cursor, symbols, PAGE, upto=position.head)
     last = found[-1].id if found else None
-    moved_to = found[-1].id if len(found) == PAGE else position.head
+    moved_to = found[-1].id if len(found) == PAGE else head
     return Batch([sse.tick(e) for e in found], moved_to, last), False
 
 
