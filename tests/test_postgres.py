@@ -90,7 +90,7 @@ def test_two_instances_deliver_every_tick_in_commit_order(serve: Callable[..., S
                 if stop.is_set():
                     return
                 batch = [
-                    {"symbol": SYMBOLS[(n + i + k) % 3], "price": f"{n}.{i}"} for k in range(3)
+                    {"symbol": SYMBOLS[(n + i + k) % 3], "price": f"{n + 1}.{i}"} for k in range(3)
                 ]
                 posted.extend(server.post_ticks(batch))
         except BaseException as exc:

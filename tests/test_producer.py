@@ -43,11 +43,19 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
-    """Two producers would leave pairs of ticks much closer together than one interval."""
+    """Two producers would put about two ticks in every interval.
+
+    One producer's runs may start late (the first run of a new process, a busy
+    core), so single gaps can be short; the count over the whole span and the
+    typical gap cannot be, unless something produced twice.
+    """
     ts = [t for _, t in ticks_of(db_url, symbol)]
-    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(ts)]
-    assert gaps, "no ticks"
-    assert min(gaps) > INTERVAL * 0.5, f"ticks {min(gaps):.3f}s apart: produced twice"
+    assert len(ts) >= 3, "too few ticks"
+    span = (ts[-1] - ts[0]) / 1e6
+    assert len(ts) - 1 <= span / INTERVAL + 1, f"{len(ts)} ticks in {span:.2f}s: produced twice"
+    gaps = sorted((b - a) / 1e6 for a, b in itertools.pairwise(ts))
+    median = gaps[len(gaps) // 2]
+    assert median > INTERVAL * 0.8, f"typical gap {median:.3f}s: produced twice"
 
 
 def holder_pid(server: Server) -> int:
