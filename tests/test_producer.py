@@ -122,3 +122,31 @@ def test_producer_off_in_the_web_tier_and_ticker_produce_standalone(
     assert int(second.id or 0) > int(first.id or 0)
     # The web workers never produced: every tick came from the standalone producer.
     assert server.get("/healthz")["producer"]["ticks"] == 0
+
+
+def test_a_paused_holder_loses_the_lease_and_commits_nothing_when_it_wakes(
+    serve: Callable[..., Server],
+) -> None:
+    # A stopped process is what a holder cut off from the database looks like
+    # to the others: it stops renewing.  When it resumes, the lease is gone and
+    # its next run must not commit a tick beside the new holder's.
+    server = serve(workers=2, **SIM)
+    pid = holder_pid(server)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        last_id = ticks_of(server.db_url, "BTC-USD")[-1][0]
+        wait_for(
+            lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > last_id]) >= 3,
+            10,
+            "a takeover while the holder is paused",
+        )
+        assert holder_pid(server) != pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed_at = ticks_of(server.db_url, "BTC-USD")[-1][0]
+    wait_for(
+        lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > resumed_at]) >= 10,
+        10,
+        "ten more intervals after the old holder woke",
+    )
+    assert_one_tick_per_interval(server.db_url, "BTC-USD")
