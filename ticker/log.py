@@ -146,6 +146,19 @@ def read_after(
     return _events(conn.execute(query.order_by(ticks.c.id).limit(limit)))
 
 
+def read_before(
+    conn: Connection, symbol: str, after: int, before: int, limit: int
+) -> list[Event]:
+    """Return the newest ``limit`` events of ``symbol`` with ``after < id < before``, by id."""
+    query = (
+        select(*_COLUMNS)
+        .where(ticks.c.symbol == symbol, ticks.c.id > after, ticks.c.id < before)
+        .order_by(ticks.c.id.desc())
+        .limit(limit)
+    )
+    return _events(reversed(list(conn.execute(query))))
+
+
 def latest(conn: Connection, symbols: Sequence[str], upto: int | None = None) -> list[Event]:
     """Return the newest event (``id <= upto``) of each of ``symbols`` that has one, in order."""
     found = []
