@@ -140,5 +140,57 @@ def prune() -> None:
     click.echo(f"pruned {deleted} events")
 
 
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The deployment.")
+@click.option("--clients", default=100, show_default=True, help="Concurrent streams to open.")
+@click.option("--symbols", default="", help="Symbols to use (default: all the server tracks).")
+@click.option("--per-client", default=1, show_default=True, help="Symbols each stream asks for.")
+@click.option("--duration", default=10.0, show_default=True, help="Seconds to measure.")
+@click.option("--rate", default=0.0, show_default=True, help="Ticks/s to publish (0: none).")
+@click.option("--token", envvar="TICKER_PUBLISH_TOKEN", help="Publish token.")
+@click.option("--source-addresses", default="", help="Local addresses to spread clients over.")
+@click.option("--connect-rate", default=0.0, help="New streams per second (0: all at once).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def loadtest(
+    url: str,
+    clients: int,
+    symbols: str,
+    per_client: int,
+    duration: float,
+    rate: float,
+    token: str | None,
+    source_addresses: str,
+    connect_rate: float,
+    as_json: bool,
+) -> None:
+    """Open many streams (and publish ticks) against a deployment; report delivery and latency.
+
+    Exits 1 when any client lost, duplicated or reordered a tick.
+    """
+    import asyncio
+    import json
+    import resource
+    import urllib.request
+
+    from ticker import loadtest as load
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    if not chosen:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/symbols", timeout=10) as answer:
+            chosen = [row["symbol"] for row in json.load(answer)["symbols"]]
+    sources = [a.strip() for a in source_addresses.split(",") if a.strip()]
+    try:
+        report = asyncio.run(
+            load.run(url, clients, chosen, per_client, duration, rate, token, sources, connect_rate)
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report, indent=2) if as_json else load.render(report))
+    if report["lost"] or report["duplicated"] or report["reordered"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

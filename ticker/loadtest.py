@@ -1,0 +1,339 @@
+"""``ticker loadtest``: many concurrent SSE clients and a publisher against any deployment.
+
+One asyncio process opens N streams (spread over several local source
+addresses when asked, to get past one address's ~28,000 ports), optionally
+publishes ticks at a fixed rate through ``POST /api/ticks``, and checks every
+client's ids against what was published: loss, duplicates and reordering
+must all be zero.  Latency is publish-to-receive: the publisher stamps each
+tick's ``ts`` with its send time, and clients subtract it from the arrival
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from ticker.events import format_ts
+
+
+@dataclass
+class Client:
+    """What one stream received."""
+
+    symbols: tuple[str, ...]
+    start: int | None = None  # id of the snapshot: the client owes every tick after it
+    ids: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    error: str | None = None
+    last_id: int = 0
+
+
+@dataclass
+class Published:
+    """What the publisher appended: id → symbol, in id order."""
+
+    ids: dict[int, str] = field(default_factory=dict)
+    errors: int = 0
+
+
+class _Stamp:
+    """Turn the ``ts`` strings the publisher wrote back into epoch seconds, once each."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, float] = {}
+
+    def __call__(self, raw: str) -> float:
+        value = self.cache.get(raw)
+        if value is None:
+            value = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+            if len(self.cache) > 100_000:
+                self.cache.clear()
+            self.cache[raw] = value
+        return value
+
+
+async def _open(
+    host: str, port: int, path: str, source: str | None, headers: str = ""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    local = (source, 0) if source else None
+    reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=2**20)
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+    writer.write(f"{request}{headers}\r\n".encode())
+    status = await reader.readline()
+    if b" 200 " not in status:
+        writer.close()
+        raise ConnectionError(status.decode(errors="replace").strip())
+    chunked = False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
+            chunked = True
+    if not chunked:
+        raise ConnectionError("expected a chunked event stream")
+    return reader, writer
+
+
+async def _chunks(reader: asyncio.StreamReader) -> Any:
+    while True:
+        size = int((await reader.readline()).strip() or b"0", 16)
+        if size == 0:
+            return
+        data = await reader.readexactly(size + 2)
+        yield data[:-2]
+
+
+async def _client(
+    client: Client,
+    host: str,
+    port: int,
+    source: str | None,
+    stamp: _Stamp,
+    stop: asyncio.Event,
+    connected: list[int],
+) -> None:
+    path = "/stream?symbols=" + ",".join(client.symbols)
+    try:
+        reader, writer = await _open(host, port, path, source)
+    except (OSError, ConnectionError) as exc:
+        client.error = str(exc) or type(exc).__name__
+        return
+    connected[0] += 1
+    pending = b""
+    try:
+        async for chunk in _chunks(reader):
+            now = time.time()
+            pending += chunk
+            *frames, pending = pending.split(b"\n\n")
+            for frame in frames:
+                _frame(client, frame, now, stamp)
+            if stop.is_set():
+                break
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        if not stop.is_set():
+            client.error = str(exc) or type(exc).__name__
+    finally:
+        writer.close()
+
+
+def _frame(client: Client, frame: bytes, now: float, stamp: _Stamp) -> None:
+    kind = b"message"
+    frame_id: int | None = None
+    data = b""
+    for line in frame.split(b"\n"):
+        if line.startswith(b"id: "):
+            frame_id = int(line[4:])
+        elif line.startswith(b"event: "):
+            kind = line[7:]
+        elif line.startswith(b"data: "):
+            data = line[6:]
+    if frame_id is not None:
+        client.last_id = frame_id
+    if kind == b"tick" and frame_id is not None:
+        client.ids.append(frame_id)
+        at = data.find(b'"ts":"')
+        if at >= 0:
+            client.latencies.append(now - stamp(data[at + 6 : data.index(b'"', at + 6)].decode()))
+    elif kind in (b"snapshot", b"reset") and frame_id is not None and client.start is None:
+        client.start = frame_id
+
+
+async def _publisher(
+    host: str,
+    port: int,
+    token: str,
+    symbols: Sequence[str],
+    rate: float,
+    published: Published,
+) -> None:
+    """Publish ``rate`` ticks a second, round-robin over ``symbols``, until cancelled."""
+    reader, writer = await asyncio.open_connection(host, port)
+    interval, n, started = 1.0 / rate, 0, time.monotonic()
+    while True:
+        due = started + n * interval
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        count = max(1, int((time.monotonic() - due) / interval) + 1)  # catch up in one batch
+        ts = format_ts(time.time_ns() // 1000)
+        batch = [
+            {
+                "symbol": symbols[(n + i) % len(symbols)],
+                "price": f"{100 + (n + i) % 997}.25",
+                "ts": ts,
+            }
+            for i in range(count)
+        ]
+        body = json.dumps(batch).encode()
+        writer.write(
+            f"POST /api/ticks HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        status = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        answer = await reader.readexactly(length)
+        if b" 201 " in status:
+            for i, tick_id in enumerate(json.loads(answer)["ids"]):
+                published.ids[tick_id] = batch[i]["symbol"]
+        else:
+            published.errors += 1
+        n += count
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+async def run(
+    url: str,
+    clients: int,
+    symbols: Sequence[str],
+    per_client: int,
+    duration: float,
+    rate: float,
+    token: str | None,
+    sources: Sequence[str],
+    connect_rate: float,
+) -> dict[str, Any]:
+    """Run the load and return the report."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    stamp, stop, connected = _Stamp(), asyncio.Event(), [0]
+    population = [
+        Client(tuple(symbols[(i + k) % len(symbols)] for k in range(min(per_client, len(symbols)))))
+        for i in range(clients)
+    ]
+    tasks = []
+    opened_at = time.monotonic()
+    for i, client in enumerate(population):
+        source = sources[i % len(sources)] if sources else None
+        tasks.append(
+            asyncio.ensure_future(_client(client, host, port, source, stamp, stop, connected))
+        )
+        if connect_rate and i % 100 == 99:
+            await asyncio.sleep(100 / connect_rate)
+    while connected[0] + sum(c.error is not None for c in population) < clients:
+        if time.monotonic() - opened_at > 120:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # let the last snapshots arrive before anything is published
+    connect_seconds = time.monotonic() - opened_at
+
+    published = Published()
+    publisher = None
+    if rate > 0:
+        if not token:
+            raise ValueError("publishing needs a token (--token or TICKER_PUBLISH_TOKEN)")
+        publisher = asyncio.ensure_future(
+            _publisher(host, port, token, list(symbols), rate, published)
+        )
+    measure_from = time.monotonic()
+    received_before = sum(len(c.ids) for c in population)
+    await asyncio.sleep(duration)
+    if publisher is not None:
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+    elapsed = time.monotonic() - measure_from
+    received = sum(len(c.ids) for c in population) - received_before
+
+    # Drain: every connected client should catch up with the last published id.
+    last = max(published.ids, default=0)
+    drain_end = time.monotonic() + 10
+    while time.monotonic() < drain_end and any(
+        c.error is None and c.start is not None and c.last_id < last for c in population
+    ):
+        await asyncio.sleep(0.05)
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return _report(population, published, connected[0], connect_seconds, elapsed, received, rate)
+
+
+def _report(
+    population: list[Client],
+    published: Published,
+    connected: int,
+    connect_seconds: float,
+    elapsed: float,
+    received: int,
+    rate: float,
+) -> dict[str, Any]:
+    lost = duplicated = reordered = 0
+    by_symbol: dict[str, list[int]] = {}
+    for tick_id, symbol in sorted(published.ids.items()):
+        by_symbol.setdefault(symbol, []).append(tick_id)
+    owed_cache: dict[tuple[tuple[str, ...], int], set[int]] = {}
+    for client in population:
+        if client.start is None:
+            continue
+        got = client.ids
+        duplicated += len(got) - len(set(got))
+        reordered += sum(1 for a, b in itertools.pairwise(got) if b < a)
+        key = (client.symbols, client.start)
+        if key not in owed_cache:
+            owed_cache[key] = {i for s in key[0] for i in by_symbol.get(s, []) if i > key[1]}
+        lost += len(owed_cache[key] - set(got))
+    latencies = sorted(x for c in population for x in c.latencies)
+    errors = [c.error for c in population if c.error]
+    return {
+        "clients": len(population),
+        "connected": connected,
+        "failed": len(errors),
+        "first_error": errors[0] if errors else None,
+        "connect_seconds": round(connect_seconds, 2),
+        "published": len(published.ids),
+        "publish_errors": published.errors,
+        "publish_rate": rate,
+        "events_received": received,
+        "events_per_second": round(received / elapsed, 1) if elapsed else 0.0,
+        "latency_ms": {
+            name: None if v is None else round(v * 1000, 2)
+            for name, v in (
+                ("p50", _percentile(latencies, 0.50)),
+                ("p90", _percentile(latencies, 0.90)),
+                ("p99", _percentile(latencies, 0.99)),
+                ("max", latencies[-1] if latencies else None),
+            )
+        },
+        "lost": lost,
+        "duplicated": duplicated,
+        "reordered": reordered,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """Format the report as a readable table."""
+    latency = report["latency_ms"]
+    rows = [
+        ("clients connected / failed", f"{report['connected']} / {report['failed']}"),
+        ("time to connect all", f"{report['connect_seconds']} s"),
+        ("ticks published (errors)", f"{report['published']} ({report['publish_errors']})"),
+        ("events delivered", f"{report['events_received']}"),
+        ("events/s delivered", f"{report['events_per_second']}"),
+        *((f"latency {k}", "-" if v is None else f"{v} ms") for k, v in latency.items()),
+        (
+            "lost / duplicated / reordered",
+            f"{report['lost']} / {report['duplicated']} / {report['reordered']}",
+        ),
+    ]
+    if report["first_error"]:
+        rows.append(("first error", report["first_error"]))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
