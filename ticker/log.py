@@ -146,9 +146,7 @@ def read_after(
     return _events(conn.execute(query.order_by(ticks.c.id).limit(limit)))
 
 
-def read_before(
-    conn: Connection, symbol: str, after: int, before: int, limit: int
-) -> list[Event]:
+def read_before(conn: Connection, symbol: str, after: int, before: int, limit: int) -> list[Event]:
     """Return the newest ``limit`` events of ``symbol`` with ``after < id < before``, by id."""
     query = (
         select(*_COLUMNS)
