@@ -20,5 +20,13 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/ticker serve
 
+# The page tests drive Debian's chromium; without it they are skipped, saying why.
+CHROMIUM := /usr/bin/chromium
+
 test: $(VENV)/.test-deps
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing Debian's chromium for the page tests"; \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+			|| echo "chromium could not be installed: the page tests will be skipped"; \
+	fi
 	$(BIN)/python -m pytest

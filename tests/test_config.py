@@ -40,6 +40,13 @@ def test_defaults() -> None:
     assert s.publish_token is None
     assert s.producer == "auto"
     assert s.cors_origins == ()
+    assert (s.source_url, s.source_timeout, s.source_symbols, s.source_quotes) == (
+        None,
+        2.0,
+        (),
+        None,
+    )
+    assert (s.csv_symbol, s.csv_speed, s.csv_loop) == (None, None, True)
 
 
 def test_environment_values_are_read() -> None:
@@ -108,6 +115,32 @@ def test_a_none_override_unsets_the_variable_instead_of_setting_the_text_none() 
         ("RETENTION", "7w"),
         ("RETENTION", ","),
         ("SOURCE", "nasdaq"),
+        ("SOURCE", "sim:fast"),
+        ("SOURCE", "csv:"),
+        ("SOURCE", "csv:/no/such/file.csv"),
+        ("SOURCE", "python:"),
+        ("SOURCE", "python:mymodule"),
+        ("SOURCE", "python:my module:Thing"),
+        ("SOURCE_URL", "api.binance.com"),
+        ("SOURCE_URL", "ftp://api.binance.com"),
+        ("SOURCE_URL", "https://"),
+        ("SOURCE_URL", "https://api.binance.com/?x=1"),
+        ("SOURCE_TIMEOUT", "0"),
+        ("SOURCE_TIMEOUT", "soon"),
+        ("SOURCE_SYMBOLS", "BTC-USD"),
+        ("SOURCE_SYMBOLS", "BTC-USD="),
+        ("SOURCE_SYMBOLS", "BTC-USD=BTC USDT"),
+        ("SOURCE_SYMBOLS", "BTC-USD=BTC/USDT"),
+        ("SOURCE_SYMBOLS", "XRP-USD=XRPUSDT"),  # not tracked
+        ("SOURCE_QUOTES", "USD"),
+        ("SOURCE_QUOTES", "USD=US$"),
+        ("CSV_SYMBOL", "XRP-USD"),
+        ("CSV_SYMBOL", "BTC USD"),
+        ("CSV_SPEED", "fast"),
+        ("CSV_SPEED", "0"),
+        ("CSV_SPEED", "-2"),
+        ("CSV_SPEED", "inf"),
+        ("CSV_LOOP", "maybe"),
         ("PRODUCER", "on"),
         ("SYMBOLS", "BTC USD"),
         ("SYMBOLS", "BTC-USD,ETH USD"),
@@ -191,3 +224,65 @@ def test_the_cli_stops_with_a_message_naming_the_variable(
     assert "TICKER_TICK_INTERVAL" in output
     assert "Traceback" not in output
     assert not db.exists(), "nothing may be created from a bad configuration"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("sim", "sim"),
+        ("Coinbase", "coinbase"),
+        (" BINANCE ", "binance"),
+        ("none", "none"),
+        ("python:mypkg.quotes:MyQuotes", "python:mypkg.quotes:MyQuotes"),
+    ],
+)
+def test_source_names_are_normalised(raw: str, expected: str) -> None:
+    assert settings(SOURCE=raw).source == expected
+
+
+def test_a_csv_source_path_is_made_absolute_and_keeps_its_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "Prices.CSV").write_text("ts,symbol,price\n")
+    monkeypatch.chdir(tmp_path)
+    assert settings(SOURCE="CSV:Prices.CSV").source == f"csv:{tmp_path / 'Prices.CSV'}"
+
+
+def test_a_csv_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a readable file"):
+        settings(SOURCE=f"csv:{tmp_path}")
+
+
+def test_the_source_options_are_read() -> None:
+    s = settings(
+        SYMBOLS="BTC-USD,GOLD",
+        SOURCE_URL="https://api.binance.us/",
+        SOURCE_TIMEOUT="0.5",
+        SOURCE_SYMBOLS=" gold = paxgusdt ,",
+        SOURCE_QUOTES="usd=usdc,EUR=EUR",
+        CSV_SYMBOL="gold",
+        CSV_SPEED="86400",
+        CSV_LOOP="No",
+    )
+    assert s.source_url == "https://api.binance.us"
+    assert s.source_timeout == 0.5
+    assert s.source_symbols == (("GOLD", "PAXGUSDT"),)
+    assert s.source_quotes == (("USD", "USDC"), ("EUR", "EUR"))
+    assert (s.csv_symbol, s.csv_speed, s.csv_loop) == ("GOLD", 86400.0, False)
+    assert settings(CSV_SPEED="Step").csv_speed is None
+    assert settings(CSV_LOOP="on").csv_loop is True
+
+
+def test_the_readme_lists_every_source_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in (
+        "SOURCE",
+        "SOURCE_URL",
+        "SOURCE_TIMEOUT",
+        "SOURCE_SYMBOLS",
+        "SOURCE_QUOTES",
+        "CSV_SYMBOL",
+        "CSV_SPEED",
+        "CSV_LOOP",
+    ):
+        assert f"| `TICKER_{name}` |" in readme, name

@@ -42,13 +42,13 @@ def snapshot() -> Response:
     symbols = params.symbols(request.args.get("symbols"), _settings())
     with get_engine().connect() as conn:
         position = log.position(conn)
-        ticks = [e.to_dict() for e in log.latest(conn, symbols)]
+        ticks = [e.to_dict() for e in log.latest(conn, symbols, upto=position.head)]
     return jsonify({"head": position.head, "ticks": ticks})
 
 
 @bp.get("/api/ticks")
 def list_ticks() -> Response:
-    """Return a page of one symbol's events after an id, in id order."""
+    """Return a page of one symbol's events after an id (or the newest before one), in id order."""
     settings = _settings()
     raw_symbol = request.args.get("symbol")
     if raw_symbol is None or not raw_symbol.strip():
@@ -57,7 +57,13 @@ def list_ticks() -> Response:
     if len(symbol) != 1:
         raise RequestError(400, "give exactly one symbol")
     after = params.event_id(request.args.get("after"), "after") or 0
+    before = params.event_id(request.args.get("before"), "before")
     limit = params.limit(request.args.get("limit"), 100, MAX_PAGE)
+    if before is not None:
+        with get_engine().connect() as conn:
+            newest = log.read_before(conn, symbol[0], after, before, limit)
+        next_before = newest[0].id if len(newest) == limit else None
+        return jsonify({"ticks": [e.to_dict() for e in newest], "next_before": next_before})
     with get_engine().connect() as conn:
         found = log.read_after(conn, after, symbol, limit)
     next_after = found[-1].id if len(found) == limit else None
@@ -163,9 +169,7 @@ def health() -> tuple[Response, int]:
                 "source": settings.source,
                 "holder": None if holder is None or holder[1] <= now else holder[0],
                 "this_process": producer.state.leader,
-                "ticks": producer.state.ticks,
-                "errors": producer.state.errors,
-                "last_error": producer.state.last_error,
+                **producer.health(),
             },
             "streams": {"open": slots.open, "limit": slots.limit, "fallbacks": slots.fallbacks},
         }

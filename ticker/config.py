@@ -10,14 +10,22 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ticker.errors import ConfigError
 
 DEFAULT_SYMBOLS = "BTC-USD,ETH-USD,SOL-USD,DOGE-USD,AAPL,MSFT,NVDA,TSLA,EUR-USD"
-SOURCES = ("sim", "none")
+SOURCES = ("sim", "coinbase", "binance", "csv:PATH", "python:MODULE:NAME", "none")
+_PLAIN_SOURCES = ("sim", "coinbase", "binance", "none")
+_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# An exchange's name for a pair or currency goes into a URL: keep it to safe characters.
+_REMOTE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 # A symbol is 1-32 printable ASCII characters without spaces or commas.  It is
 # deliberately broad (BRK.B, ^GSPC, EUR/USD, ES=F) and the page escapes it.
@@ -54,6 +62,14 @@ class Settings:
     publish_token: str | None = None
     producer: str = "auto"
     cors_origins: tuple[str, ...] = ()
+    # Sources that fetch: coinbase, binance (base URL, timeout, names) and csv:PATH.
+    source_url: str | None = None
+    source_timeout: float = 2.0
+    source_symbols: tuple[tuple[str, str], ...] = ()  # (our symbol, the exchange's name)
+    source_quotes: tuple[tuple[str, str], ...] | None = None  # None: the source's default
+    csv_symbol: str | None = None
+    csv_speed: float | None = None  # None: one step per tick interval
+    csv_loop: bool = True
     # Internal knobs, not part of the public contract; tests shrink them.
     lease_ttl: float = 5.0
     poll_interval: float = 0.05
@@ -136,12 +152,15 @@ def load_settings(
             symbols.append(symbol)
     values["symbols"] = tuple(symbols)
 
-    source = (get("SOURCE") or "sim").lower()
-    if source not in SOURCES:
-        raise ConfigError("TICKER_SOURCE", source, f"choose one of {', '.join(SOURCES)}")
-    values["source"] = source
+    values["source"] = parse_source(get("SOURCE") or "sim")
 
-    floats = {"TICK_INTERVAL": 0.01, "HEARTBEAT": 0.1, "LEASE_TTL": 0.5, "POLL_INTERVAL": 0.001}
+    floats = {
+        "TICK_INTERVAL": 0.01,
+        "HEARTBEAT": 0.1,
+        "LEASE_TTL": 0.5,
+        "POLL_INTERVAL": 0.001,
+        "SOURCE_TIMEOUT": 0.05,
+    }
     for name, minimum in floats.items():
         raw = get(name)
         if raw is not None:
@@ -177,4 +196,98 @@ def load_settings(
     if origins:
         values["cors_origins"] = tuple(o.strip().rstrip("/") for o in origins.split(",") if o)
 
+    values.update(_source_options(get, values["symbols"]))
     return Settings(**values)
+
+
+def parse_source(raw: str) -> str:
+    """Check ``TICKER_SOURCE`` and return it normalised (a ``csv:`` path made absolute)."""
+    kind, colon, arg = raw.partition(":")
+    kind = kind.strip().lower()
+    arg = arg.strip()
+    if kind in _PLAIN_SOURCES and not colon:
+        return kind
+    if kind == "csv" and arg:
+        path = Path(arg).expanduser().resolve()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError("TICKER_SOURCE", raw, f"{path} is not a readable file")
+        return f"csv:{path}"
+    if kind == "python" and _TARGET_RE.match(arg):
+        return f"python:{arg}"
+    raise ConfigError("TICKER_SOURCE", raw, f"choose one of {', '.join(SOURCES)}")
+
+
+def _pairs(
+    name: str, raw: str, left: Callable[[str], str], right: Callable[[str], str]
+) -> tuple[tuple[str, str], ...]:
+    """Parse ``A=B,C=D``, checking each side with ``left`` and ``right``."""
+    pairs = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, equals, value = (x.strip() for x in part.partition("="))
+        try:
+            if not equals:
+                raise ValueError(part)
+            pairs.append((left(key), right(value)))
+        except ValueError:
+            raise ConfigError(f"TICKER_{name}", raw, f"{part!r} is not NAME=NAME") from None
+    return tuple(pairs)
+
+
+def _remote(raw: str) -> str:
+    if not _REMOTE_RE.match(raw):
+        raise ValueError(raw)
+    return raw.upper()
+
+
+def _source_options(get: Callable[[str], str | None], symbols: tuple[str, ...]) -> dict[str, Any]:
+    """Read the variables of the fetching sources: URL, names, and the CSV replay."""
+    values: dict[str, Any] = {}
+    url = get("SOURCE_URL")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ConfigError(
+                "TICKER_SOURCE_URL", url, "expected a base URL such as https://api.binance.com"
+            )
+        values["source_url"] = url.rstrip("/")
+
+    raw = get("SOURCE_SYMBOLS")
+    if raw is not None:
+        pairs = _pairs("SOURCE_SYMBOLS", raw, normalise_symbol, _remote)
+        untracked = [s for s, _ in pairs if s not in symbols]
+        if untracked:
+            raise ConfigError(
+                "TICKER_SOURCE_SYMBOLS", raw, f"{', '.join(untracked)} not in TICKER_SYMBOLS"
+            )
+        values["source_symbols"] = pairs
+    raw = get("SOURCE_QUOTES")
+    if raw is not None:
+        values["source_quotes"] = _pairs("SOURCE_QUOTES", raw, _remote, _remote)
+
+    raw = get("CSV_SYMBOL")
+    if raw is not None:
+        try:
+            symbol = normalise_symbol(raw)
+        except ValueError:
+            raise ConfigError("TICKER_CSV_SYMBOL", raw, "is not a valid symbol") from None
+        if symbol not in symbols:
+            raise ConfigError("TICKER_CSV_SYMBOL", raw, f"{symbol} is not in TICKER_SYMBOLS")
+        values["csv_symbol"] = symbol
+    raw = get("CSV_SPEED")
+    if raw is not None and raw.lower() != "step":
+        try:
+            values["csv_speed"] = float(_number("TICKER_CSV_SPEED", raw, float, 0.0))
+        except ConfigError:
+            raise ConfigError(
+                "TICKER_CSV_SPEED", raw, "expected step or a speed factor such as 86400"
+            ) from None
+        if values["csv_speed"] <= 0:
+            raise ConfigError("TICKER_CSV_SPEED", raw, "the speed factor must be above 0")
+    raw = get("CSV_LOOP")
+    if raw is not None:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise ConfigError("TICKER_CSV_LOOP", raw, "expected true or false")
+        values["csv_loop"] = raw.lower() in _TRUE
+    return values

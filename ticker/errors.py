@@ -4,14 +4,19 @@ Tree::
 
     TickerError
     ├── ConfigError        a TICKER_* variable has a bad value (stops start-up)
-    └── RequestError       a client sent something we refuse (carries the status)
+    ├── RequestError       a client sent something we refuse (carries the status)
+    └── SourceError        a price source failed this interval (counted, backed off)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, jsonify
+
+if TYPE_CHECKING:
+    from ticker.events import Tick
 
 
 class TickerError(Exception):
@@ -34,6 +39,22 @@ class RequestError(TickerError):
         self.status = status
         self.message = message
         self.details = details
+
+
+class SourceError(TickerError):
+    """Report that a source could not give this interval's ticks.
+
+    ``retry_after`` (seconds) is the soonest the source may be asked again, as a
+    rate limit demands it; ``ticks`` are what it did get before failing, so a
+    partial answer is not thrown away.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, ticks: Sequence[Tick] = ()
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.ticks = list(ticks)
 
 
 def error_response(status: int, message: str, **details: Any) -> Response:

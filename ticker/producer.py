@@ -1,10 +1,26 @@
 """The producer: APScheduler jobs that append a source's ticks and prune the log.
 
-Invariant: exactly one process produces.  Every interval each candidate opens a
-write transaction, claims the producer lease in it and, only if it holds the
-lease, appends that interval's ticks in the same transaction (see ``lease``).
-A process that has just taken the lease over resumes the walk from the log's
-latest prices, so a failover continues the series instead of restarting it.
+Invariant: exactly one process produces, and a tick commits only in a write
+transaction that also claimed or renewed the producer lease (see ``lease``).
+No source code, and so no network wait, ever runs while that write lock is
+held.  Each interval is three steps:
+
+1. Take over, only when this process is not the holder and the lease is free
+   or lapsed: a short write transaction claims the lease and reads the log's
+   latest prices; the source then resumes from them, so a failover continues
+   the series instead of restarting it.
+2. Fetch ``source.next_ticks`` outside any transaction, in the holder only.
+3. Append: a short write transaction renews the lease and inserts what step 2
+   fetched only if this process held the lease without a break.  If another
+   process holds it now, the ticks are dropped.  If another held it meanwhile
+   and let it lapse (``ACQUIRED``), they are dropped too and the source
+   resumes from the log, since the other may have produced in between.
+
+A failing source never stops the job: the error is logged with its cause,
+counted and shown in ``/healthz``, and fetching backs off (doubling per
+failure in a row up to a minute, never sooner than a ``Retry-After``) while
+the lease is still renewed every interval, so no other process takes over
+only to hit the same rate limit.
 """
 
 from __future__ import annotations
@@ -12,19 +28,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ticker import lease, log
 from ticker.config import Settings
 from ticker.db import writing
-from ticker.events import now_us
-from ticker.source import Source, make_source
+from ticker.errors import SourceError
+from ticker.events import Event, Tick, check_price, format_ts, now_us
+from ticker.sources import Source, make_source
 
 logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0  # seconds between fetches after many failures in a row
 
 
 @dataclass
@@ -34,9 +54,13 @@ class ProducerState:
     holder: str
     leader: bool = False
     ticks: int = 0
-    errors: int = 0
-    last_tick_at: float | None = None
+    errors: int = 0  # failed runs: the source's failures and the database's
+    consecutive_errors: int = 0  # the source's failures since its last good answer
+    last_tick_at: float | None = None  # wall-clock times, seconds since the epoch
+    last_success_at: float | None = None
     last_error: str | None = None
+    last_error_at: float | None = None
+    retry_at: float = 0.0  # on the producer's clock: no fetch before it
     pruned: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -49,27 +73,30 @@ class Producer:
         engine: Engine,
         settings: Settings,
         on_append: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.on_append = on_append
-        self.source: Source | None = None
-        if settings.source != "none":
-            self.source = make_source(
-                settings.source, settings.symbols, settings.tick_interval, settings.seed
-            )
+        self.clock = clock  # for the back-off; tests drive it
+        self.source: Source | None = make_source(settings)
+        self.tracked = frozenset(settings.symbols)
         self.state = ProducerState(holder=lease.new_holder_id())
-        # The holder renews once per interval, so the lease must outlast a few.
-        self.lease_ttl = max(settings.lease_ttl, 3 * settings.tick_interval)
+        # The holder renews once per interval, after a fetch that may take up to
+        # the source's timeout, so the lease must outlast a few intervals and that.
+        interval = settings.tick_interval
+        fetch = 0.0 if self.source is None else self.source.timeout
+        self.lease_ttl = max(settings.lease_ttl, 3 * interval, interval + 2 * fetch)
 
     def produce(self) -> list[int]:
-        """Claim the lease and, holding it, append one interval of ticks; return their ids."""
+        """Fetch one interval of ticks and append them while holding the lease; return their ids."""
         with self.state.lock:  # APScheduler may overlap a slow run with the next
             try:
                 ids = self._produce()
             except Exception as exc:
                 self.state.errors += 1
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
+                self.state.last_error_at = time.time()
                 logger.exception("producer run failed")
                 return []
         if ids:
@@ -77,29 +104,123 @@ class Producer:
         return ids
 
     def _produce(self) -> list[int]:
-        if not self.state.leader:
-            with self.engine.connect() as conn:
-                held = lease.current(conn)
-            if held is not None and held[0] != self.state.holder and held[1] > now_us():
-                return []
+        if not self.state.leader and not self._take_over():
+            return []
+        ticks = self._fetch()
         with writing(self.engine) as conn:
-            claim = lease.claim(conn, self.state.holder, self.lease_ttl, now_us())
+            claim = lease.claim(conn, self.state.holder, self.lease_ttl)
             if claim is lease.Claim.TAKEN:
-                if self.state.leader:
-                    logger.warning("producer lease lost to another process")
+                logger.warning(
+                    "producer lease lost to another process; %d fetched ticks dropped", len(ticks)
+                )
                 self.state.leader = False
                 return []
-            if claim is lease.Claim.ACQUIRED or not self.state.leader:
-                logger.info("producer lease acquired by %s", self.state.holder)
-                if self.source is not None:
-                    self.source.resume(log.latest(conn, self.settings.symbols))
-            self.state.leader = True
-            if self.source is None:
-                return []
-            ids = log.insert_ticks(conn, self.source.next_ticks(now_us()))
-        self.state.ticks += len(ids)
-        self.state.last_tick_at = time.time()
+            held_meanwhile = claim is lease.Claim.ACQUIRED
+            latest = self._latest(conn) if held_meanwhile else []
+            ids = [] if held_meanwhile else log.insert_ticks(conn, ticks)
+        if held_meanwhile:
+            logger.warning(
+                "producer lease was held by another process meanwhile; "
+                "%d fetched ticks dropped, resuming from the log",
+                len(ticks),
+            )
+            self._resume(latest)
+            return []
+        if ids:
+            self.state.ticks += len(ids)
+            self.state.last_tick_at = time.time()
         return ids
+
+    def _take_over(self) -> bool:
+        """Claim the lease if it is free or lapsed and resume the source; say if it is ours."""
+        with self.engine.connect() as conn:
+            held = lease.current(conn)
+            if held is not None and held[0] != self.state.holder and held[1] > lease.clock_us(conn):
+                return False
+        with writing(self.engine) as conn:
+            if lease.claim(conn, self.state.holder, self.lease_ttl) is lease.Claim.TAKEN:
+                return False
+            latest = self._latest(conn)
+        logger.info("producer lease acquired by %s", self.state.holder)
+        self._resume(latest)
+        return True
+
+    def _latest(self, conn: Connection) -> list[Event]:
+        return log.latest(conn, self.settings.symbols) if self.source is not None else []
+
+    def _resume(self, latest: Sequence[Event]) -> None:
+        self.state.leader = True
+        if self.source is not None:
+            self.source.resume(latest)
+
+    def _fetch(self) -> list[Tick]:
+        """Ask the source for this interval's ticks, unless it is backing off; never raise."""
+        if self.source is None or self.clock() < self.state.retry_at:
+            return []
+        started = self.clock()
+        try:
+            ticks = self.source.next_ticks(now_us())
+        except Exception as exc:
+            self._source_failed(exc, started)
+            return self._accepted(exc.ticks if isinstance(exc, SourceError) else [])
+        self.state.consecutive_errors = 0
+        self.state.last_success_at = time.time()
+        return self._accepted(ticks)
+
+    def _source_failed(self, exc: Exception, started: float) -> None:
+        """Count a failed fetch, log its cause and set when to try again."""
+        state = self.state
+        state.errors += 1
+        state.consecutive_errors += 1
+        state.last_error = (
+            str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+        )
+        state.last_error_at = time.time()
+        interval = self.settings.tick_interval
+        backoff = min(MAX_BACKOFF, interval * 2 ** min(state.consecutive_errors - 1, 16))
+        # Runs start once an interval: aim half an interval early so the due one is not skipped.
+        state.retry_at = started + backoff - interval / 2
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            state.retry_at = max(state.retry_at, self.clock() + retry_after)
+        wait = max(0.0, state.retry_at - self.clock())
+        logger.warning(
+            "source failed (%d in a row), next try in %.1fs: %s",
+            state.consecutive_errors,
+            wait,
+            state.last_error,
+            exc_info=not isinstance(exc, SourceError),  # a bug in a source: show where
+        )
+
+    def _accepted(self, ticks: Sequence[Tick]) -> list[Tick]:
+        """Return the ticks the log may take: tracked symbols, plain positive decimals."""
+        good = []
+        for tick in ticks:
+            try:
+                if tick.symbol not in self.tracked:
+                    raise ValueError("the symbol is not tracked")
+                check_price(tick.price)
+            except (TypeError, ValueError) as exc:
+                logger.warning("source gave a tick the log refuses (%s): %r", exc, tick)
+                continue
+            good.append(tick)
+        return good
+
+    def health(self) -> dict[str, Any]:
+        """Return this process's producer counters for ``/healthz``."""
+        state = self.state
+        wait = state.retry_at - self.clock() if state.consecutive_errors else 0.0
+        return {
+            "ticks": state.ticks,
+            "errors": state.errors,
+            "consecutive_errors": state.consecutive_errors,
+            "last_tick": _iso(state.last_tick_at),
+            "last_success": _iso(state.last_success_at),
+            "last_error": state.last_error,
+            "last_error_at": _iso(state.last_error_at),
+            "retry_in_s": round(max(0.0, wait), 3),
+            "pruned": state.pruned,
+        }
 
     def prune(self) -> int:
         """Apply ``TICKER_RETENTION`` if this process is the producer; return events deleted."""
@@ -116,13 +237,18 @@ class Producer:
         return deleted
 
     def release(self) -> None:
-        """Give up the lease so another process takes over without waiting for it to lapse."""
+        """Give up the lease so another process takes over at once, and close the source."""
         if self.state.leader:
             self.state.leader = False
             try:
                 lease.release(self.engine, self.state.holder)
             except Exception:
                 logger.exception("could not release the producer lease")
+        if self.source is not None:
+            try:
+                self.source.close()
+            except Exception:
+                logger.exception("could not close the source")
 
     def schedule(self, scheduler: BaseScheduler) -> None:
         """Add the produce and prune jobs to ``scheduler``."""
@@ -146,3 +272,7 @@ class Producer:
             max_instances=1,
             coalesce=True,
         )
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else format_ts(int(seconds * 1_000_000))

@@ -1,4 +1,4 @@
-"""The simulated source: reproducible walks, exact decimal prices, resuming."""
+"""The sim source: reproducible walks, exact decimal prices, resuming."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from ticker.events import Event, check_price
-from ticker.source import PROFILES, SimSource, format_price, profile_for
+from ticker.sources import PROFILES, SimSource, format_price, profile_for
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "DOGE-USD", "PEPE-USD", "AAPL", "EUR-USD", "USD-JPY", "ZZZ"]
 T0 = 1_795_255_200_000_000

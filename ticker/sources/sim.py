@@ -1,9 +1,8 @@
-"""Price sources: where ticks come from before they enter the log.
+"""The ``sim`` source: random walks with realistic prices, no network.
 
-A source is anything with ``resume(latest)`` (continue from the prices the log
-last saw) and ``next_ticks(now_us)`` (the ticks of one interval).  ``sim`` is a
-geometric Brownian motion per symbol from plausible starting prices, with
-per-symbol volatility and tick size, reproducible with ``TICKER_SEED``.
+A geometric Brownian motion per symbol from plausible starting prices, with
+per-symbol volatility and tick size, reproducible with ``TICKER_SEED``.  On a
+takeover it continues each walk from the price the log last holds.
 """
 
 from __future__ import annotations
@@ -14,22 +13,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Protocol
 
 from ticker.events import Event, Tick
+from ticker.sources.base import Source
 
 CRYPTO_YEAR = 365 * 24 * 3600  # crypto trades around the clock
 EQUITY_YEAR = 252 * 6.5 * 3600  # stocks and FX are scaled to trading hours
-
-
-class Source(Protocol):
-    """What the producer needs from a source of ticks."""
-
-    def resume(self, latest: Sequence[Event]) -> None:
-        """Continue from these latest events of the log."""
-
-    def next_ticks(self, now_us: int) -> list[Tick]:
-        """Return the ticks of one interval, stamped ``now_us``."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +59,7 @@ def profile_for(symbol: str) -> Profile:
     return Profile(float(start), 0.3 + digest[2] / 255 * 0.4, 2)
 
 
-class SimSource:
+class SimSource(Source):
     """Random walks (geometric Brownian motion) for the tracked symbols."""
 
     def __init__(self, symbols: Sequence[str], interval: float, seed: int | None) -> None:
@@ -106,10 +95,3 @@ def format_price(price: float, decimals: int) -> str:
     """Round ``price`` to ``decimals`` places and return it as a plain decimal string."""
     quantum = Decimal(1).scaleb(-decimals)
     return format(Decimal(repr(price)).quantize(quantum, rounding=ROUND_HALF_EVEN), "f")
-
-
-def make_source(name: str, symbols: Sequence[str], interval: float, seed: int | None) -> Source:
-    """Build the source named by ``TICKER_SOURCE``."""
-    if name == "sim":
-        return SimSource(symbols, interval, seed)
-    raise ValueError(f"unknown source {name!r}")

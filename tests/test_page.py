@@ -1,0 +1,422 @@
+"""The ticker page in a real browser (Debian's chromium, driven by playwright) on real gunicorn.
+
+The assertions read what the page holds (``window.tickerState``, the rows it shows)
+and compare it with the log in the database, never with what our server says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+
+import tests.conftest
+from tests.conftest import Server, log_ids
+from ticker import ROOT, log
+from ticker.db import make_engine
+from ticker.events import Tick, now_us
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "docs" / "page.png"
+# What the page shows does not depend on the database; delivery is tested on each one.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 15) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
+        time.sleep(0.05)
+
+
+class Browser:
+    """One page of a fresh chromium profile, recording script errors and CSP violations."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda exc: self.problems.append(f"script error: {exc}"))
+        page.on("console", self._console)
+        page.on("dialog", self._dialog)
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.problems.append(f"CSP violation: {message.text}")
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def state(self, name: str) -> Any:
+        return self.page.evaluate(f"() => window.tickerState && window.tickerState.{name}")
+
+    def ids(self, symbol: str) -> list[int] | None:
+        ids: list[int] | None = self.page.evaluate(
+            "(s) => window.tickerState && window.tickerState.ids(s)", symbol
+        )
+        return ids
+
+    def connection(self) -> str | None:
+        state: str | None = self.page.get_attribute("#conn", "data-state")
+        return state
+
+    def wait_connection(self, state: str, timeout: float = 15) -> None:
+        eventually(lambda: self.connection() == state, f"connection state {state!r}", timeout)
+
+    def rows(self) -> list[str]:
+        rows: list[str] = self.page.locator("#board .row .sym").all_text_contents()
+        return rows
+
+    def row_text(self, symbol: str, part: str) -> str:
+        text: str = self.page.evaluate(
+            """([symbol, part]) => {
+                const row = [...document.querySelectorAll("#board .row")]
+                    .find((r) => r.querySelector(".sym").textContent === symbol);
+                return row ? row.querySelector("." + part).textContent : null;
+            }""",
+            [symbol, part],
+        )
+        return text
+
+    def url_symbols(self) -> list[str]:
+        query = parse_qs(urlsplit(self.page.url).query)
+        return query["symbols"][0].split(",") if "symbols" in query else []
+
+    def wait_chart_matches_log(self, db_url: str, symbol: str, timeout: float = 20) -> list[int]:
+        """Wait until the page's chart of ``symbol`` holds exactly the log's ids of it."""
+
+        def same() -> list[int] | None:
+            held = self.ids(symbol)
+            return held if held and held == log_ids(db_url, [symbol]) else None
+
+        try:
+            return eventually(same, f"chart of {symbol} equal to the log", timeout)
+        except AssertionError:
+            held, logged = self.ids(symbol) or [], log_ids(db_url, [symbol])
+            missing = sorted(set(logged) - set(held))[:20]
+            extra = sorted(set(held) - set(logged))[:20]
+            raise AssertionError(
+                f"{symbol}: page holds {len(held)} ids, log {len(logged)}; "
+                f"missing {missing}, not in log {extra}, "
+                f"in order {held == sorted(held)}, unique {len(held) == len(set(held))}"
+            ) from None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Start Debian's chromium headless on a fresh profile; skip when it is not there."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (make test does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"),
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1100, "height": 640},
+                timezone_id="UTC",
+                locale="en-US",
+            )
+        except sync_api.Error as exc:
+            pytest.skip(f"{CHROMIUM} does not start: {str(exc).splitlines()[0]}")
+        context.set_default_timeout(15_000)
+        page = context.pages[0] if context.pages else context.new_page()
+        driver = Browser(page)
+        try:
+            yield driver
+            assert driver.problems == []
+            assert driver.dialogs == []
+        finally:
+            context.close()
+
+
+def open_page(browser: Browser, server: Server, query: str) -> None:
+    browser.page.goto(f"{server.base}/{query}")
+    browser.wait_connection("live")
+
+
+def kill_hard(server: Server) -> None:
+    """SIGKILL the gunicorn master and each of its workers, by PID, and wait for the port."""
+    workers = server.worker_pids()
+    os.kill(server.proc.pid, signal.SIGKILL)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited with the master
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait(10)
+
+    def port_closed() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", server.port)) != 0
+
+    eventually(port_closed, f"port {server.port} closed after SIGKILL", 10)
+
+
+def restart_on_same_port(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch, port: int, **config: Any
+) -> Server:
+    """Start ``ticker serve`` again on ``port`` and the same database."""
+    with monkeypatch.context() as patch:
+        patch.setattr(tests.conftest, "free_port", lambda: port)
+        return serve(**config)
+
+
+class LogWriter(threading.Thread):
+    """Append ticks straight into the log, as a separate producer process would."""
+
+    def __init__(self, db_url: str, symbols: list[str], interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.engine = make_engine(db_url)
+        self.symbols = symbols
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.ids: list[int] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            n = 0
+            while not self.stopped.wait(self.interval):
+                symbol = self.symbols[n % len(self.symbols)]
+                price = f"{100 + (n * 7919) % 97}.{n % 100:02d}"
+                self.ids.extend(log.append(self.engine, [Tick(symbol, price, now_us())]))
+                n += 1
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> list[int]:
+        self.stopped.set()
+        self.join(30)
+        self.engine.dispose()
+        assert self.error is None, self.error
+        return self.ids
+
+
+@SQLITE_ONLY
+def test_page_shows_latest_prices_and_follows_added_and_removed_symbols(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    server = serve(source="none", symbols="BTC-USD,ETH-USD,AAPL,EUR-USD")
+    server.post_ticks(
+        [
+            {"symbol": "BTC-USD", "price": "67012.3"},
+            {"symbol": "AAPL", "price": "230"},
+            {"symbol": "ETH-USD", "price": "3501.5"},
+            {"symbol": "BTC-USD", "price": "67012.35"},
+            {"symbol": "AAPL", "price": "231.25"},
+            {"symbol": "EUR-USD", "price": "1.0846"},
+        ]
+    )
+    with urllib.request.urlopen(server.base + "/?symbols=BTC-USD") as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+
+    open_page(browser, server, "?symbols=btc-usd,AAPL")
+    assert browser.rows() == ["BTC-USD", "AAPL"]
+    # The price is shown to the symbol's precision: the most decimals it has come with.
+    eventually(lambda: browser.row_text("BTC-USD", "price") == "67,012.35", "BTC-USD price")
+    eventually(lambda: browser.row_text("AAPL", "price") == "231.25", "AAPL price")
+    assert browser.row_text("AAPL", "change") == "+1.25 (+0.54%)"
+
+    server.post_ticks([{"symbol": "BTC-USD", "price": "67100"}])
+    eventually(lambda: browser.row_text("BTC-USD", "price") == "67,100.00", "live BTC-USD")
+    assert browser.row_text("BTC-USD", "change") == "+87.70 (+0.13%)"
+    assert browser.page.get_attribute("#board .row:first-child", "data-dir") == "up"
+    assert browser.row_text("BTC-USD", "updated")
+
+    browser.page.select_option("#add-symbol", "ETH-USD")
+    browser.page.click("#add-button")
+    eventually(lambda: browser.url_symbols() == ["BTC-USD", "AAPL", "ETH-USD"], "URL with ETH")
+    assert browser.rows() == ["BTC-USD", "AAPL", "ETH-USD"]
+    eventually(lambda: browser.row_text("ETH-USD", "price") == "3,501.5", "ETH-USD price")
+
+    browser.page.click("#board .row:nth-child(2) .remove")
+    eventually(lambda: browser.url_symbols() == ["BTC-USD", "ETH-USD"], "URL without AAPL")
+    assert browser.rows() == ["BTC-USD", "ETH-USD"]
+    assert browser.state("symbols") == ["BTC-USD", "ETH-USD"]
+    options = browser.page.locator("#add-symbol option").all_text_contents()
+    assert options == ["AAPL", "EUR-USD"]
+
+    # The stream was reopened for the new set: ETH-USD ticks arrive, AAPL's are not shown.
+    server.post_ticks([{"symbol": "AAPL", "price": "240"}, {"symbol": "ETH-USD", "price": "3600"}])
+    eventually(lambda: browser.row_text("ETH-USD", "price") == "3,600.0", "live ETH-USD")
+    assert browser.rows() == ["BTC-USD", "ETH-USD"]
+    browser.wait_connection("live")
+
+    browser.page.go_back()
+    eventually(lambda: browser.rows() == ["BTC-USD", "AAPL", "ETH-USD"], "rows after Back")
+    eventually(lambda: browser.row_text("AAPL", "price") == "240.00", "AAPL after Back")
+
+
+def test_page_keeps_every_tick_through_a_server_killed_and_restarted(
+    serve: Callable[..., Server],
+    browser: Browser,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = {"source": "none", "symbols": "BTC-USD,AAPL,ETH-USD"}
+    server = serve(**config)
+    server.post_ticks([{"symbol": s, "price": "100.00"} for s in ["BTC-USD", "AAPL", "ETH-USD"]])
+    open_page(browser, server, "?symbols=BTC-USD,AAPL")
+    streams: list[Any] = []
+    browser.page.on("request", lambda r: streams.append(r) if "/stream" in r.url else None)
+    writer = LogWriter(db_url, ["BTC-USD", "ETH-USD", "AAPL"])
+    writer.start()
+    try:
+        eventually(lambda: (browser.ids("AAPL") or [0])[-1] > 3, "live ticks before the kill")
+        kill_hard(server)
+        written_at_kill = len(writer.ids)
+        browser.wait_connection("reconnecting", timeout=10)
+        assert "Reconnecting" in (browser.page.text_content("#conn") or "")
+        held_while_down = browser.state("lastId")
+        eventually(lambda: len(writer.ids) >= written_at_kill + 30, "ticks written while down")
+        assert browser.connection() == "reconnecting"
+        restart_on_same_port(serve, monkeypatch, server.port, **config)
+        eventually(lambda: browser.state("lastId") > held_while_down, "ticks after restart", 20)
+    finally:
+        written = writer.finish()
+    browser.wait_connection("live")
+    assert browser.state("replayed") > 0  # it resumed from its last id, not from a snapshot
+    assert browser.state("resets") == 0
+    # The browser's own reconnect resumed: it sent the last id it had seen.
+    resumed_from = [r.all_headers().get("last-event-id") for r in streams]
+    assert any(v and 0 < int(v) <= held_while_down for v in resumed_from), resumed_from
+    for symbol in ["BTC-USD", "AAPL"]:
+        held = browser.wait_chart_matches_log(db_url, symbol)
+        assert set(held) >= {i for i in written if i in set(log_ids(db_url, [symbol]))}
+    assert browser.ids("ETH-USD") is None
+
+
+def test_reload_mid_stream_resumes_without_a_hole(
+    serve: Callable[..., Server], browser: Browser, db_url: str
+) -> None:
+    server = serve(source="none", symbols="BTC-USD,AAPL,ETH-USD")
+    server.post_ticks([{"symbol": s, "price": "10.5"} for s in ["BTC-USD", "AAPL", "ETH-USD"]])
+    open_page(browser, server, "?symbols=BTC-USD,AAPL")
+    assert browser.state("resumedFrom") is None  # a fresh tab starts from a snapshot
+    writer = LogWriter(db_url, ["BTC-USD", "AAPL", "ETH-USD"])
+    writer.start()
+    missed: list[int] = []
+
+    def post_while_reloading(route: Any) -> None:
+        # The old page is gone and the new one has not opened its stream yet.
+        if not missed:
+            missed.extend(server.post_ticks([{"symbol": "AAPL", "price": "11.25"}] * 20))
+        route.continue_()
+
+    try:
+        eventually(lambda: len(browser.ids("BTC-USD") or []) > 5, "live ticks before reload")
+        seen_before = browser.state("lastId")
+        browser.page.route(lambda url: "/stream?" in url, post_while_reloading)
+        browser.page.reload()
+        browser.wait_connection("live")
+        written_at_live = len(writer.ids)
+        eventually(lambda: len(writer.ids) >= written_at_live + 15, "ticks written once live")
+    finally:
+        writer.finish()
+    assert missed, "the reloaded page did not open a stream"
+    resumed = browser.state("resumedFrom")
+    assert resumed is not None and resumed >= seen_before
+    assert resumed < missed[0]
+    assert browser.state("replayed") >= len(missed)
+    for symbol in ["BTC-USD", "AAPL"]:
+        browser.wait_chart_matches_log(db_url, symbol)
+
+
+@SQLITE_ONLY
+def test_a_log_that_cannot_resume_the_page_shows_a_reset_notice(
+    serve: Callable[..., Server],
+    browser: Browser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = {"source": "none", "symbols": "BTC-USD,AAPL"}
+    server = serve(**config)
+    server.post_ticks([{"symbol": "BTC-USD", "price": f"{100 + i}.5"} for i in range(30)])
+    open_page(browser, server, "?symbols=BTC-USD")
+    assert browser.page.is_hidden("#notice")
+    kill_hard(server)
+    browser.wait_connection("reconnecting")
+    # Back on an empty log: the page's last id is ahead of the new head.
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    again = restart_on_same_port(serve, monkeypatch, server.port, database_url=fresh, **config)
+    again.post_ticks([{"symbol": "BTC-USD", "price": "7.25"}, {"symbol": "AAPL", "price": "1"}])
+    browser.page.wait_for_selector("#notice", state="visible")
+    assert "Missed data, showing latest" in (browser.page.text_content("#notice") or "")
+    browser.wait_connection("live")
+    assert browser.state("resets") == 1
+    browser.wait_chart_matches_log(fresh, "BTC-USD")
+    eventually(lambda: browser.row_text("BTC-USD", "price") == "7.25", "the new log's price")
+
+
+@SQLITE_ONLY
+def test_a_symbol_name_with_markup_is_shown_as_text(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    evil = ["<B>X", "<IMG/SRC=X/ONERROR=ALERT(1)>", "&AMP;"]
+    server = serve(source="none", symbols=",".join(["BTC-USD", *evil]))
+    server.post_ticks([{"symbol": s, "price": "1.5"} for s in evil])
+    query = ",".join(quote(s, safe="") for s in evil)
+    open_page(browser, server, f"?symbols={query}")
+    eventually(lambda: browser.row_text(evil[0], "price") == "1.5", "price of the markup symbol")
+    assert browser.rows() == evil
+    assert browser.page.locator("#board .row .sym").evaluate_all(
+        "(cells) => cells.every((c) => c.children.length === 0)"
+    )
+    assert browser.page.locator("img, b").count() == 0
+    assert browser.page.locator("#add-symbol option").all_text_contents() == ["BTC-USD"]
+    browser.page.select_option("#add-symbol", "BTC-USD")
+    browser.page.click("#add-button")
+    eventually(lambda: browser.url_symbols() == [*evil, "BTC-USD"], "URL with the markup symbols")
+    assert browser.page.locator("img, b").count() == 0
+
+
+@SQLITE_ONLY
+def test_screenshot_of_the_page_for_the_readme(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "NVDA", "EUR-USD"]
+    server = serve(symbols=",".join(symbols), tick_interval=0.05, seed=7)
+    open_page(browser, server, "?symbols=" + ",".join(symbols))
+    eventually(
+        lambda: all(len(browser.ids(s) or []) >= 60 for s in symbols), "charts with 60 ticks", 30
+    )
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.page.set_viewport_size({"width": 1100, "height": 480})
+    browser.page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+    # The same page on a phone, in the dark scheme, still shows every row.
+    browser.page.set_viewport_size({"width": 390, "height": 844})
+    browser.page.emulate_media(color_scheme="dark")
+    assert browser.page.locator("#board .row").count() == len(symbols)
+    assert browser.page.evaluate("() => document.documentElement.scrollWidth") <= 390

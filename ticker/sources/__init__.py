@@ -1,0 +1,101 @@
+"""Price sources: where ticks come from before they enter the log.
+
+``TICKER_SOURCE`` picks one:
+
+- ``sim``: random walks (:mod:`ticker.sources.sim`);
+- ``coinbase``, ``binance``: the exchanges' public prices over HTTP
+  (:mod:`ticker.sources.coinbase`, :mod:`ticker.sources.binance`);
+- ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
+- ``python:MODULE:NAME``: your own :class:`Source`, built as ``NAME(settings)``;
+- ``none``: no source; ticks come only through ``POST /api/ticks``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from ticker.config import Settings
+from ticker.errors import ConfigError, SourceError
+from ticker.events import Event, Tick
+from ticker.sources.base import Source, exact_price
+from ticker.sources.binance import BinanceSource
+from ticker.sources.coinbase import CoinbaseSource
+from ticker.sources.csvfile import CSVSource
+from ticker.sources.sim import PROFILES, Profile, SimSource, format_price, profile_for
+
+__all__ = [
+    "PROFILES",
+    "BinanceSource",
+    "CSVSource",
+    "CoinbaseSource",
+    "Event",
+    "Profile",
+    "SimSource",
+    "Source",
+    "SourceError",
+    "Tick",
+    "exact_price",
+    "format_price",
+    "make_source",
+    "profile_for",
+]
+
+
+def make_source(settings: Settings) -> Source | None:
+    """Build the source named by ``TICKER_SOURCE`` (None for ``none``)."""
+    kind, _, arg = settings.source.partition(":")
+    if kind == "none":
+        return None
+    if kind == "sim":
+        return SimSource(settings.symbols, settings.tick_interval, settings.seed)
+    if kind in ("coinbase", "binance"):
+        exchange = CoinbaseSource if kind == "coinbase" else BinanceSource
+        return exchange(
+            settings.symbols,
+            base_url=settings.source_url,
+            timeout=settings.source_timeout,
+            symbol_map=dict(settings.source_symbols),
+            quotes=None if settings.source_quotes is None else dict(settings.source_quotes),
+        )
+    if kind == "csv":
+        return CSVSource(
+            Path(arg),
+            settings.symbols,
+            symbol=settings.csv_symbol,
+            speed=settings.csv_speed,
+            loop=settings.csv_loop,
+        )
+    if kind == "python":
+        return _load(arg, settings)
+    raise ConfigError("TICKER_SOURCE", settings.source, "unknown source")
+
+
+def _load(target: str, settings: Settings) -> Source:
+    """Import ``MODULE:NAME`` and call it with the settings to build a user's source."""
+    module_name, _, attribute = target.partition(":")
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError("TICKER_SOURCE", f"python:{target}", reason)
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise refuse(f"cannot import {module_name}: {exc}") from None
+    factory: Any = module
+    for part in attribute.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise refuse(f"{module_name} has no {attribute}")
+    if not callable(factory):
+        raise refuse(f"{attribute} is not callable")
+    try:
+        source = factory(settings)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise refuse(f"{attribute}(settings) failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(source, Source):
+        raise refuse(f"{attribute}(settings) gave a {type(source).__name__}, not a Source")
+    return source
