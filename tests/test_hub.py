@@ -8,12 +8,12 @@ import time
 from ticker.hub import Batch, Hub
 
 
-def item(id: int, symbol: str = "BTC-USD") -> tuple[int, str, bytes]:
-    return (id, symbol, f"<{id}:{symbol}>".encode())
+def item(id: int, symbol: str = "BTC-USD") -> tuple[int, str, int, bytes]:
+    return (id, symbol, 1000 * id, f"<{id}:{symbol}>".encode())
 
 
 def msg(id: int, symbol: str = "BTC-USD") -> bytes:
-    return item(id, symbol)[2]
+    return item(id, symbol)[3]
 
 
 def test_read_returns_the_events_after_the_cursor_in_order() -> None:
@@ -175,7 +175,16 @@ def test_every_stream_gets_the_same_encoded_message() -> None:
     """An event is encoded once per process: readers share the one bytes object."""
     hub = Hub(capacity=100)
     message = b"id: 1\nevent: tick\ndata: {}\n\n"
-    hub.publish([(1, "AAPL", message)])
+    hub.publish([(1, "AAPL", 5, message)])
     first, second = hub.read(0, {"AAPL"}), hub.read(0, None)
     assert first is not None and second is not None
     assert first.messages[0] is message and second.messages[0] is message
+
+
+def test_a_batch_carries_the_tick_time_of_its_last_message() -> None:
+    hub = Hub(capacity=100)
+    hub.publish([item(1, "AAPL"), item(2, "MSFT"), item(3, "AAPL"), item(4, "MSFT")])
+    mine = hub.read(0, {"AAPL"})
+    everything = hub.read(0, None)
+    assert mine is not None and mine.last_ts == 3000
+    assert everything is not None and everything.last_ts == 4000

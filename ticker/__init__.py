@@ -15,7 +15,7 @@ from ticker.errors import RequestError, error_response
 from ticker.follower import Follower
 from ticker.hub import Hub
 from ticker.producer import Producer
-from ticker.stream import Slots
+from ticker.stream import Streams
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["ticker.hub"] = hub
     app.extensions["ticker.follower"] = follower
     app.extensions["ticker.producer"] = Producer(engine, settings, on_append=follower.wake)
-    app.extensions["ticker.slots"] = Slots(settings.max_streams)
+    app.extensions["ticker.streams"] = Streams(settings.max_streams)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

@@ -147,7 +147,7 @@ def publish() -> tuple[Response, int]:
 def health() -> tuple[Response, int]:
     """Report whether the database answers, the head, the producer and the newest tick's age."""
     producer = current_app.extensions["ticker.producer"]
-    slots = current_app.extensions["ticker.slots"]
+    streams = current_app.extensions["ticker.streams"]
     settings = _settings()
     try:
         ensure_started(current_app)  # starting the follower reads the log, so it may fail too
@@ -171,6 +171,13 @@ def health() -> tuple[Response, int]:
                 "this_process": producer.state.leader,
                 **producer.health(),
             },
-            "streams": {"open": slots.open, "limit": slots.limit, "fallbacks": slots.fallbacks},
+            "streams": {
+                "open": streams.open,
+                "limit": streams.limit,
+                "sent": streams.sent,
+                "replayed": streams.replayed,
+                "resets": streams.resets,
+                "fallbacks": streams.fallbacks,
+            },
         }
     ), 200

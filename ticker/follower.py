@@ -77,7 +77,7 @@ class Follower:
         with self.engine.connect() as conn:
             events = log.read_after(conn, self.position, None, PAGE)
         if events:
-            self.hub.publish([(e.id, e.symbol, sse.tick(e)) for e in events])
+            self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events])
             self.position = events[-1].id
         return len(events)
 

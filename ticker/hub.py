@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Batch:
     messages: list[bytes]
     cursor: int  # the stream is now served up to this id
     last_id: int | None  # id of the last message in ``messages``
+    last_ts: int | None = field(default=None, compare=False)  # its tick time, for latency
 
 
 class Hub:
@@ -39,6 +40,7 @@ class Hub:
         self.closed = False
         self._ids: list[int] = []
         self._symbols: list[str] = []
+        self._ts: list[int] = []
         self._messages: list[bytes] = []
         self._lock = threading.Lock()
         self._changed = threading.Event()
@@ -46,25 +48,27 @@ class Hub:
     def restart(self, position: int) -> None:
         """Forget everything and hold events from ``position`` on."""
         with self._lock:
-            self._ids, self._symbols, self._messages = [], [], []
+            self._ids, self._symbols, self._ts, self._messages = [], [], [], []
             self.floor = self.head = position
 
-    def publish(self, items: Sequence[tuple[int, str, bytes]]) -> None:
-        """Append ``(id, symbol, message)`` items that follow ``head`` and wake the waiters."""
+    def publish(self, items: Sequence[tuple[int, str, int, bytes]]) -> None:
+        """Append ``(id, symbol, ts, message)`` items that follow ``head``; wake the waiters."""
         if not items:
             return
         with self._lock:
-            for id, symbol, message in items:
+            for id, symbol, ts, message in items:
                 if id <= self.head:
                     continue
                 self._ids.append(id)
                 self._symbols.append(symbol)
+                self._ts.append(ts)
                 self._messages.append(message)
                 self.head = id
             excess = len(self._ids) - self.capacity
             if excess > self.capacity // 4:  # trim in chunks, not on every publish
                 self.floor = self._ids[excess - 1]
-                del self._ids[:excess], self._symbols[:excess], self._messages[:excess]
+                del self._ids[:excess], self._symbols[:excess]
+                del self._ts[:excess], self._messages[:excess]
             changed, self._changed = self._changed, threading.Event()
         changed.set()
 
@@ -77,15 +81,20 @@ class Hub:
             end = min(len(self._ids), start + limit)
             if start >= end:
                 return Batch([], cursor, None)
+            last = end - 1
             if symbols is None:
-                return Batch(self._messages[start:end], self._ids[end - 1], self._ids[end - 1])
+                return Batch(
+                    self._messages[start:end], self._ids[last], self._ids[last], self._ts[last]
+                )
             messages = []
-            last_id = None
+            found = None
             for i in range(start, end):
                 if self._symbols[i] in symbols:
                     messages.append(self._messages[i])
-                    last_id = self._ids[i]
-            return Batch(messages, self._ids[end - 1], last_id)
+                    found = i
+            if found is None:
+                return Batch(messages, self._ids[last], None)
+            return Batch(messages, self._ids[last], self._ids[found], self._ts[found])
 
     def close(self) -> None:
         """Wake every waiter for good: the process is shutting down and streams should end."""

@@ -33,12 +33,18 @@ from ticker.hub import Batch, Hub
 PAGE = 1000
 
 
-class Slots:
-    """Count the open streams of this process against ``TICKER_MAX_STREAMS``."""
+class Streams:
+    """The streams of one process: the ``TICKER_MAX_STREAMS`` slots and what they sent.
+
+    The counters serve ``/healthz``; ``/metrics`` subclasses the hooks.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.sent = 0  # tick messages written, replayed or live
+        self.replayed = 0  # of those, sent while catching up after a last id
+        self.resets: dict[str, int] = {}
         self.fallbacks = 0  # times a stream fell below the hub and read the log
         self._lock = threading.Lock()
 
@@ -48,12 +54,34 @@ class Slots:
             if self.open >= self.limit:
                 return False
             self.open += 1
+            self.on_open()
             return True
 
     def release(self) -> None:
         """Give a slot back."""
         with self._lock:
             self.open -= 1
+            self.on_close()
+
+    def on_open(self) -> None:
+        """Note that a stream opened."""
+
+    def on_close(self) -> None:
+        """Note that a stream closed."""
+
+    def on_sent(self, count: int, last_ts: int | None, replay: bool) -> None:
+        """Note ``count`` tick messages written; ``last_ts`` is the newest one's tick time."""
+        self.sent += count
+        if replay:
+            self.replayed += count
+
+    def on_reset(self, reason: str) -> None:
+        """Note a ``reset`` sent for ``reason``."""
+        self.resets[reason] = self.resets.get(reason, 0) + 1
+
+    def on_fallback(self) -> None:
+        """Note a stream that fell behind the hub and is served from the log."""
+        self.fallbacks += 1
 
 
 def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -> tuple[bytes, int]:
@@ -73,9 +101,10 @@ def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, b
         if cursor < log.pruned_through(conn):
             message, head = opening(conn, symbols, "reset", reason="expired")
             return Batch([message], head, head), True
-    last = found[-1].id if found else None
     moved_to = found[-1].id if len(found) == PAGE else head
-    return Batch([sse.tick(e) for e in found], moved_to, last), False
+    if not found:
+        return Batch([], moved_to, None), False
+    return Batch([sse.tick(e) for e in found], moved_to, found[-1].id, found[-1].ts), False
 
 
 def events(
@@ -85,7 +114,7 @@ def events(
     last_id: int | None,
     heartbeat: float,
     retry_ms: int,
-    slots: Slots,
+    streams: Streams,
 ) -> Iterator[bytes]:
     """Yield the messages of one stream until the client goes or the hub closes."""
     wanted = frozenset(symbols)
@@ -94,12 +123,16 @@ def events(
     with engine.connect() as conn:
         position = log.position(conn)
         first: bytes | None = None
+        reason = None
+        if last_id is not None and last_id > position.head:
+            reason = "ahead"
+        elif last_id is not None and last_id < position.pruned_through:
+            reason = "expired"
         if last_id is None:
             first, cursor = opening(conn, symbols, "snapshot")
-        elif last_id > position.head:
-            first, cursor = opening(conn, symbols, "reset", reason="ahead")
-        elif last_id < position.pruned_through:
-            first, cursor = opening(conn, symbols, "reset", reason="expired")
+        elif reason is not None:
+            first, cursor = opening(conn, symbols, "reset", reason=reason)
+            streams.on_reset(reason)
         else:
             cursor = last_id
     sent_id = cursor  # the resume point the client holds
@@ -114,26 +147,32 @@ def events(
                 yield b"".join(page.messages)
             cursor, sent_id = page.cursor, page.last_id or sent_id
             if reset:  # retention overtook the replay: the reset says so, then live
+                streams.on_reset("expired")
                 break
+            streams.on_sent(len(page.messages), page.last_ts, replay=True)
             replayed += len(page.messages)
             if len(page.messages) < PAGE:
                 yield sse.message("live", {"replayed": replayed, "head": cursor})
                 break
 
     quiet_since = time.monotonic()
-    behind = False
+    behind = reset = False
     while not hub.closed:  # on shutdown, end between messages; the client reconnects
         batch = hub.read(cursor, wanted, PAGE)
         if batch is None:  # below the hub's floor: this client is slow, serve it from the log
             if not behind:
-                slots.fallbacks += 1
+                streams.on_fallback()
             behind = True
-            batch, _ = _page(engine, cursor, symbols)
+            batch, reset = _page(engine, cursor, symbols)
+            if reset:
+                streams.on_reset("expired")
         else:
             behind = False
         messages, cursor = batch.messages, batch.cursor
         if messages:
             yield b"".join(messages)
+            if not (behind and reset):
+                streams.on_sent(len(messages), batch.last_ts, replay=False)
             sent_id = batch.last_id or sent_id
             quiet_since = time.monotonic()
             continue

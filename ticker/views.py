@@ -73,8 +73,8 @@ def open_stream() -> Response:
     if last_id is None:
         last_id = params.event_id(request.args.get("last_event_id"), "last_event_id")
 
-    slots: stream.Slots = current_app.extensions["ticker.slots"]
-    if not slots.acquire():
+    streams: stream.Streams = current_app.extensions["ticker.streams"]
+    if not streams.acquire():
         wait_ms = random.randint(*BUSY_RETRY_MS)
         busy = {"error": "too many open streams; retry later", "retry_ms": wait_ms}
         notice = sse.retry(wait_ms) + sse.message("busy", busy)
@@ -92,7 +92,7 @@ def open_stream() -> Response:
         last_id,
         settings.heartbeat,
         retry_ms=random.randint(1000, 5000),
-        slots=slots,
+        streams=streams,
     )
     response = _stream_response(body)
     released = False
@@ -101,7 +101,7 @@ def open_stream() -> Response:
         nonlocal released
         if not released:
             released = True
-            slots.release()
+            streams.release()
 
     response.call_on_close(release)
     return response
