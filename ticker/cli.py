@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -14,21 +13,12 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask
 
-from ticker import ROOT, create_app, log
+from ticker import ROOT, create_app, log, logs, metrics
 from ticker.background import make_scheduler
 from ticker.config import Settings
 from ticker.db import get_engine
 from ticker.errors import ConfigError
 from ticker.events import now_us
-
-
-def configure_logging() -> None:
-    """Log one line per record to stderr; ``TICKER_LOG_LEVEL`` sets the level."""
-    logging.basicConfig(
-        level=os.environ.get("TICKER_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _app() -> Flask:
@@ -43,6 +33,7 @@ def alembic_config(database_url: str) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False  # keep our one-line log format
     return config
 
 
@@ -55,7 +46,10 @@ def upgrade(app: Flask, revision: str = "head") -> None:
 @click.group()
 def main() -> None:
     """Run and operate ticker. Configuration comes from TICKER_* variables."""
-    configure_logging()
+    try:
+        logs.configure()
+    except ConfigError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from None
 
 
 @main.group()
@@ -89,6 +83,11 @@ def db_upgrade(revision: str) -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Migrate the database, then serve the page, stream and API under gunicorn."""
     upgrade(_app())
+    # Before gunicorn starts, so that every worker imports prometheus_client in
+    # multiprocess mode and /metrics adds up all of them.
+    os.environ[metrics.MULTIPROC_ENV] = metrics.prepare_multiprocess_dir(
+        os.environ.get(metrics.MULTIPROC_ENV)
+    )
     argv = [
         sys.executable,
         "-m",
@@ -108,7 +107,16 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 @main.command()
-def produce() -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve the producer's Prometheus metrics on this port (default: none).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for the metrics."
+)
+def produce(metrics_port: int | None, metrics_host: str) -> None:
     """Run the producer alone (for TICKER_PRODUCER=off on the web tier)."""
     app = _app()
     settings: Settings = app.extensions["ticker.settings"]
@@ -122,6 +130,12 @@ def produce() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        registry = app.extensions["ticker.metrics"].registry
+        start_http_server(metrics_port, addr=metrics_host, registry=registry)
+        click.echo(f"metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
     scheduler = make_scheduler()
     producer.schedule(scheduler)
     scheduler.start()
@@ -183,7 +197,18 @@ def loadtest(
     sources = [a.strip() for a in source_addresses.split(",") if a.strip()]
     try:
         report = asyncio.run(
-            load.run(url, clients, chosen, per_client, duration, rate, token, sources, connect_rate)
+            load.run(
+                url,
+                clients,
+                chosen,
+                per_client,
+                duration,
+                rate,
+                token,
+                sources,
+                connect_rate,
+                on_phase=lambda name: print(f"phase: {name}", file=sys.stderr, flush=True),
+            )
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -211,8 +211,9 @@ async def run(
     token: str | None,
     sources: Sequence[str],
     connect_rate: float,
+    on_phase: Any = None,
 ) -> dict[str, Any]:
-    """Run the load and return the report."""
+    """Run the load and return the report; ``on_phase(name)`` marks the measured window."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     stamp, stop, connected = _Stamp(), asyncio.Event(), [0]
@@ -244,6 +245,8 @@ async def run(
         publisher = asyncio.ensure_future(
             _publisher(host, port, token, list(symbols), rate, published)
         )
+    if on_phase:
+        on_phase("measure-start")
     measure_from = time.monotonic()
     received_before = sum(len(c.ids) for c in population)
     await asyncio.sleep(duration)
@@ -252,6 +255,8 @@ async def run(
         await asyncio.gather(publisher, return_exceptions=True)
     elapsed = time.monotonic() - measure_from
     received = sum(len(c.ids) for c in population) - received_before
+    if on_phase:
+        on_phase("measure-end")
 
     # Drain: every connected client should catch up with the last published id.
     last = max(published.ids, default=0)

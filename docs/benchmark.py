@@ -1,0 +1,349 @@
+"""Rerun the figures of docs/benchmarks.md: ``.venv/bin/python docs/benchmark.py``.
+
+Method: the server is ONE gunicorn gevent worker pinned to core 0
+(``taskset -c 0``), and the load client and publisher are pinned to core 1.
+Server CPU per delivered event is the user+sys time of the server processes
+(master and worker) during the measured window, divided by the events the
+clients received in it.  RSS per idle stream is (worker RSS with N idle
+streams - RSS before) / N.  The whole-machine run uses several workers and
+several load processes on several 127.0.0.x source addresses.
+
+Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``.
+Only ever talks to 127.0.0.1 and the local PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+TOKEN = "bench-token"
+PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``ticker serve`` pinned to ``cpus``, with its processes' CPU time and memory."""
+
+    def __init__(self, db_url: str, workers: int = 1, cpus: str | None = "0", **config: Any):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+        env.update(
+            {
+                "TICKER_DATABASE_URL": db_url,
+                "TICKER_PUBLISH_TOKEN": TOKEN,
+                "TICKER_SOURCE": "none",
+                "TICKER_LOG_LEVEL": "WARNING",
+                "PORT": str(self.port),
+                "WEB_CONCURRENCY": str(workers),
+            }
+        )
+        env.update({f"TICKER_{k.upper()}": str(v) for k, v in config.items()})
+        pin = ["taskset", "-c", cpus] if cpus else []
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the server)
+        self.proc = subprocess.Popen(
+            [*pin, PY, "-m", "ticker.cli", "serve"], env=env, stdout=self.log, stderr=self.log
+        )
+        end = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.base + "/healthz", timeout=2).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    self.log.seek(0)
+                    raise RuntimeError(self.log.read().decode()[-2000:]) from None
+                time.sleep(0.2)
+        while len(self.workers()) < workers:
+            time.sleep(0.1)
+
+    def workers(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in [self.proc.pid, *self.workers()]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        total = 0
+        for pid in self.workers():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            for pid in self.workers():
+                os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+
+
+def sqlite_url(tmp: Path, name: str) -> str:
+    path = tmp / f"{name}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def postgres_url(name: str) -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        print(f"  (PostgreSQL skipped: {exc})")
+        return None
+    base = PG_ADMIN.rsplit("/", 1)[0].split("://", 1)[1]
+    return f"postgresql+psycopg://{base}/{name}"
+
+
+def loadtest(
+    server: Server, on_window: Any = None, cpus: str = "1", **options: Any
+) -> dict[str, Any]:
+    """Run ``ticker loadtest`` pinned to ``cpus``; ``on_window(phase)`` marks its window."""
+    argv = ["taskset", "-c", cpus, PY, "-m", "ticker.cli", "loadtest", "--url", server.base]
+    argv += ["--token", TOKEN, "--json"]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        if line.startswith("phase: ") and on_window:
+            on_window(line.split()[1])
+    report: dict[str, Any] = json.loads(proc.stdout.read())
+    proc.wait()
+    return report
+
+
+def fanout(tmp: Path, clients: int, rate: float, duration: float) -> dict[str, Any]:
+    """Server CPU per delivered event and latency: every client gets every tick."""
+    server = Server(sqlite_url(tmp, "fanout"), symbols="BTC-USD", max_streams=20000)
+    cpu: dict[str, float] = {}
+    try:
+        report = loadtest(
+            server,
+            on_window=lambda phase: cpu.__setitem__(phase, server.cpu_seconds()),
+            clients=clients,
+            symbols="BTC-USD",
+            rate=rate,
+            duration=duration,
+        )
+    finally:
+        server.stop()
+    spent = cpu["measure-end"] - cpu["measure-start"]
+    events = report["events_received"]
+    return {
+        "clients": clients,
+        "ticks/s": rate,
+        "connected": report["connected"],
+        "events/s": report["events_per_second"],
+        "server CPU µs/event": round(spent / events * 1e6, 1) if events else None,
+        "p50 ms": report["latency_ms"]["p50"],
+        "p99 ms": report["latency_ms"]["p99"],
+        "max ms": report["latency_ms"]["max"],
+        "lost/dup/reordered": f"{report['lost']}/{report['duplicated']}/{report['reordered']}",
+    }
+
+
+def idle_rss(tmp: Path, clients: int) -> dict[str, Any]:
+    """Worker RSS per idle stream."""
+    server = Server(sqlite_url(tmp, "idle"), symbols="BTC-USD", max_streams=20000)
+    rss: dict[str, int] = {}
+    try:
+        for _ in range(20):  # warm the worker up before taking the baseline
+            urllib.request.urlopen(server.base + "/api/snapshot", timeout=5).read()
+        rss["before"] = server.rss_kib()
+
+        def window(phase: str) -> None:
+            if phase == "measure-start":
+                time.sleep(2)
+                rss["with"] = server.rss_kib()
+
+        report = loadtest(
+            server, on_window=window, clients=clients, symbols="BTC-USD", rate=0, duration=3
+        )
+    finally:
+        server.stop()
+    per = (rss["with"] - rss["before"]) / report["connected"] if report["connected"] else None
+    return {
+        "idle streams": report["connected"],
+        "RSS before MiB": round(rss["before"] / 1024, 1),
+        "RSS with MiB": round(rss["with"] / 1024, 1),
+        "KiB/stream": round(per, 2) if per is not None else None,
+    }
+
+
+def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
+    """Append ``total`` ticks in POST batches of 1,000, then replay them to one client."""
+    server = Server(db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        symbols = ["BTC-USD", "ETH-USD", "AAPL", "MSFT"]
+        started = time.perf_counter()
+        for _ in range(0, total, 1000):
+            batch = [{"symbol": symbols[i % 4], "price": f"{100 + i % 97}.25"} for i in range(1000)]
+            body = json.dumps(batch)
+            conn.request(
+                "POST",
+                "/api/ticks",
+                body=body,
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            )
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 201, answer.status
+        appended = total / (time.perf_counter() - started)
+        conn.close()
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        started = time.perf_counter()
+        conn.request("GET", "/stream", headers={"Last-Event-ID": "0"})
+        answer = conn.getresponse()
+        received = 0
+        tail = b""  # a frame marker may straddle two reads
+        while True:
+            chunk = answer.read1(1 << 20)
+            if not chunk:
+                break
+            block = tail + chunk
+            received += block.count(b"event: tick") - tail.count(b"event: tick")
+            if b"event: live" in block:
+                break
+            tail = block[-16:]
+        replay_seconds = time.perf_counter() - started
+        conn.close()
+    finally:
+        server.stop()
+    return {
+        "database": db_url.split(":", 1)[0].split("+")[0],
+        "POST ticks/s (batches of 1,000)": round(appended),
+        "replayed events": received,
+        "replay events/s": round(received / replay_seconds),
+    }
+
+
+def whole_machine(tmp: Path, streams: int, workers: int, processes: int) -> dict[str, Any]:
+    """Many concurrent streams on the whole machine: several workers, several source addresses."""
+    server = Server(sqlite_url(tmp, "many"), workers=workers, cpus=None, symbols="BTC-USD",
+                    max_streams=streams)  # fmt: skip
+    results: list[dict[str, Any]] = []
+    try:
+        per = streams // processes
+
+        def one(n: int) -> None:
+            results.append(
+                loadtest(
+                    server,
+                    cpus="0,1",
+                    clients=per,
+                    symbols="BTC-USD",
+                    rate=1,
+                    duration=10,
+                    source_addresses=f"127.0.0.{2 + 2 * n},127.0.0.{3 + 2 * n}",
+                    connect_rate=2000,
+                )
+            )
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(processes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        server.stop()
+    return {
+        "streams asked": streams,
+        "workers": workers,
+        "connected": sum(r["connected"] for r in results),
+        "failed": sum(r["failed"] for r in results),
+        "lost/dup/reordered": "/".join(
+            str(sum(r[k] for r in results)) for k in ("lost", "duplicated", "reordered")
+        ),
+        "p99 ms (worst process)": max(r["latency_ms"]["p99"] or 0 for r in results),
+    }
+
+
+def show(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n## {title}\n")
+    if not rows:
+        return
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join("-" if row[k] is None else str(row[k]) for k in keys) + " |")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs, smaller counts")
+    parser.add_argument("--only", default="", help="comma-separated: fanout,rss,log,machine")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(","))) or {"fanout", "rss", "log", "machine"}
+    quick = args.quick
+    with open("/proc/cpuinfo") as info:
+        model = next((ln.split(":", 1)[1].strip() for ln in info if "model name" in ln), "?")
+    print(f"# ticker benchmark, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {platform.system()}"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
+    try:
+        if "fanout" in only:
+            duration = 10 if quick else 30
+            plans = [(1000, 10), (10000, 10), (1000, 200)]
+            show("Fan-out (1 worker on core 0; client on core 1)",
+                 [fanout(tmp, c, r, duration) for c, r in plans])  # fmt: skip
+        if "rss" in only:
+            show("Idle streams", [idle_rss(tmp, 2000 if quick else 10000)])
+        if "log" in only:
+            total = 50_000 if quick else 500_000
+            rows = [post_and_replay(sqlite_url(tmp, "log"), total)]
+            pg = postgres_url("ticker_bench")
+            if pg:
+                rows.append(post_and_replay(pg, total))
+            show("The log: appends and replay (1 worker on core 0)", rows)
+        if "machine" in only:
+            n = 8000 if quick else 40000
+            show("Whole machine", [whole_machine(tmp, n, workers=4, processes=4)])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
