@@ -83,3 +83,22 @@ def test_messages_concatenate_into_separate_frames() -> None:
         '"ts":"2026-11-21T10:00:00.123456Z"}',
         ": keepalive\nid: 5",
     ]
+
+
+def test_tick_builds_the_same_bytes_as_the_json_encoder() -> None:
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from ticker.events import format_ts
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rng = random.Random(5)
+    for _ in range(5000):
+        ts = rng.randint(0, 2**52)
+        assert format_ts(ts) == (epoch + timedelta(microseconds=ts)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        )
+    for symbol in ["BTC-USD", 'A"B', "<B>X", "\\X", "&AMP;"]:
+        for price in ["1", "0.00001234", "67012.35000000", "1²", "1.2.3"]:
+            event = Event(7, symbol, price, rng.randint(0, 2**52))
+            assert sse.tick(event) == f"id: 7\nevent: tick\ndata: {event.to_json()}\n\n".encode()

@@ -50,9 +50,18 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def format_ts(ts: int) -> str:
     """Format microseconds since the epoch as ISO 8601 UTC with a ``Z``."""
-    return (_EPOCH + timedelta(microseconds=ts)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    global _last_second
+    second, micro = divmod(ts, 1_000_000)
+    cached_second, prefix = _last_second  # ticks come in runs within one second
+    if second != cached_second:
+        prefix = (_EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (second, prefix)
+    return f"{prefix}.{micro:06d}Z"
 
 
 def parse_ts(raw: str) -> int:

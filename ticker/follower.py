@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -35,9 +37,18 @@ LISTEN_POLL = 1.0  # PostgreSQL: the safety-net poll while LISTEN does the wakin
 class Follower:
     """Tail the log into a :class:`Hub`."""
 
-    def __init__(self, engine: Engine, hub: Hub, poll_interval: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: Hub,
+        poll_interval: float,
+        pulse_interval: float = 1.0,
+        on_pulse: Callable[[], object] = lambda: None,
+    ) -> None:
         self.engine = engine
         self.hub = hub
+        self.pulse_interval = pulse_interval
+        self.on_pulse = on_pulse
         self.listens = engine.dialect.name == "postgresql"
         self.poll_interval = LISTEN_POLL if self.listens else poll_interval
         self.position = 0
@@ -83,7 +94,13 @@ class Follower:
 
     def _run(self) -> None:
         backoff = self.poll_interval
+        next_pulse = time.monotonic() + self.pulse_interval
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_pulse:  # idle streams wake up to send their keepalives
+                next_pulse = now + self.pulse_interval
+                self.hub.pulse()
+                self.on_pulse()
             try:
                 if self.poll() == PAGE:
                     continue
@@ -91,7 +108,7 @@ class Follower:
             except Exception:
                 logger.exception("follower could not read the log; retrying in %.1fs", backoff)
                 backoff = min(backoff * 2 + 0.1, 5.0)
-            self._wake.wait(backoff)
+            self._wake.wait(min(backoff, max(0.0, next_pulse - time.monotonic())))
             self._wake.clear()
 
     def _listen(self) -> None:

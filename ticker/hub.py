@@ -19,6 +19,8 @@ from bisect import bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+PULSES_PER_HEARTBEAT = 4  # how often the follower pulses the hub, per heartbeat
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -96,6 +98,12 @@ class Hub:
                 return Batch(messages, self._ids[last], None)
             return Batch(messages, self._ids[last], self._ids[found], self._ts[found])
 
+    def pulse(self) -> None:
+        """Wake every waiter without news, so idle streams can check their keepalive."""
+        with self._lock:
+            changed, self._changed = self._changed, threading.Event()
+        changed.set()
+
     def close(self) -> None:
         """Wake every waiter for good: the process is shutting down and streams should end."""
         with self._lock:
@@ -103,8 +111,13 @@ class Hub:
             changed = self._changed
         changed.set()
 
-    def wait(self, cursor: int, timeout: float) -> bool:
-        """Block until an event after ``cursor`` is published or ``timeout`` passes."""
+    def wait(self, cursor: int, timeout: float | None = None) -> bool:
+        """Block until an event after ``cursor`` is published, a pulse, or ``timeout``.
+
+        Streams wait without a timeout (a timer per wait is costly with thousands of
+        streams) and rely on the follower's pulses, ``PULSES_PER_HEARTBEAT`` per
+        heartbeat, to wake them for keepalives.
+        """
         with self._lock:
             if self.head > cursor or self.closed:
                 return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ticker.events import Event
+from ticker.events import Event, format_ts
 
 
 def message(event: str, data: Any, id: int | None = None) -> bytes:
@@ -19,9 +19,33 @@ def message(event: str, data: Any, id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {body}\n\n".encode()
 
 
+_quoted: dict[str, str] = {}
+
+
+def _quote(text: str) -> str:
+    """Return ``text`` as a JSON string; symbols repeat, so each is quoted once."""
+    quoted = _quoted.get(text)
+    if quoted is None:
+        quoted = json.dumps(text)
+        if len(_quoted) < 10_000:
+            _quoted[text] = quoted
+    return quoted
+
+
 def tick(event: Event) -> bytes:
-    """Encode an event of the log as a ``tick`` message carrying its id."""
-    return f"id: {event.id}\nevent: tick\ndata: {event.to_json()}\n\n".encode()
+    """Encode an event of the log as a ``tick`` message carrying its id.
+
+    The same bytes as ``event.to_json()`` would give, built without ``json.dumps``:
+    replay encodes hundreds of thousands of events a second.
+    """
+    price = event.price
+    plain = price.isascii() and price.replace(".", "", 1).isdigit()
+    price = f'"{price}"' if plain else json.dumps(price)
+    return (
+        f"id: {event.id}\nevent: tick\ndata: "
+        f'{{"id":{event.id},"symbol":{_quote(event.symbol)},"price":{price},'
+        f'"ts":"{format_ts(event.ts)}"}}\n\n'
+    ).encode()
 
 
 def retry(milliseconds: int) -> bytes:

@@ -22,25 +22,39 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
 from ticker import log, sse
-from ticker.hub import Batch, Hub
+from ticker.hub import PULSES_PER_HEARTBEAT, Batch, Hub
 
 PAGE = 1000
+
+
+class Writer:
+    """A stream's write in progress: when it started, and how to cut the client off."""
+
+    __slots__ = ("abort", "since")
+
+    def __init__(self, abort: Callable[[], None]) -> None:
+        self.abort = abort
+        self.since: float | None = None
 
 
 class Streams:
     """The streams of one process: the ``TICKER_MAX_STREAMS`` slots and what they sent.
 
-    The counters serve ``/healthz``; ``/metrics`` subclasses the hooks.
+    The counters serve ``/healthz``; ``/metrics`` subclasses the hooks.  ``sweep``
+    cuts off clients whose write has been blocked too long: a client that stops
+    reading must not hold its slot forever.  (A socket timeout would do the same
+    at the price of a timer on every write.)
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.writers: set[Writer] = set()
         self.open = 0
         self.sent = 0  # tick messages written, replayed or live
         self.replayed = 0  # of those, sent while catching up after a last id
@@ -62,6 +76,15 @@ class Streams:
         with self._lock:
             self.open -= 1
             self.on_close()
+
+    def sweep(self, max_block: float) -> int:
+        """Abort the writes blocked for more than ``max_block`` seconds; return how many."""
+        now = time.monotonic()
+        stuck = [w for w in list(self.writers) if w.since is not None and now - w.since > max_block]
+        for writer in stuck:
+            writer.since = None
+            writer.abort()
+        return len(stuck)
 
     def on_open(self) -> None:
         """Note that a stream opened."""
@@ -115,8 +138,30 @@ def events(
     heartbeat: float,
     retry_ms: int,
     streams: Streams,
+    abort: Callable[[], None] = lambda: None,
 ) -> Iterator[bytes]:
-    """Yield the messages of one stream until the client goes or the hub closes."""
+    """Yield the messages of one stream until the client goes or the hub closes.
+
+    ``abort`` cuts the client off; ``Streams.sweep`` calls it when a write blocks.
+    """
+    writer = Writer(abort)
+    streams.writers.add(writer)
+    try:
+        yield from _events(engine, hub, symbols, last_id, heartbeat, retry_ms, streams, writer)
+    finally:
+        streams.writers.discard(writer)
+
+
+def _events(
+    engine: Engine,
+    hub: Hub,
+    symbols: Sequence[str],
+    last_id: int | None,
+    heartbeat: float,
+    retry_ms: int,
+    streams: Streams,
+    writer: Writer,
+) -> Iterator[bytes]:
     wanted = frozenset(symbols)
     yield sse.retry(retry_ms)
 
@@ -144,7 +189,9 @@ def events(
         while True:
             page, reset = _page(engine, cursor, symbols)
             if page.messages:
+                writer.since = time.monotonic()
                 yield b"".join(page.messages)
+                writer.since = None
             cursor, sent_id = page.cursor, page.last_id or sent_id
             if reset:  # retention overtook the replay: the reset says so, then live
                 streams.on_reset("expired")
@@ -155,6 +202,9 @@ def events(
                 yield sse.message("live", {"replayed": replayed, "head": cursor})
                 break
 
+    # Pulses come PULSES_PER_HEARTBEAT times a heartbeat; sending the keepalive one
+    # pulse early keeps every silence under the heartbeat.
+    keepalive_after = heartbeat * (1 - 1 / PULSES_PER_HEARTBEAT)
     quiet_since = time.monotonic()
     behind = reset = False
     while not hub.closed:  # on shutdown, end between messages; the client reconnects
@@ -169,17 +219,19 @@ def events(
         else:
             behind = False
         messages, cursor = batch.messages, batch.cursor
+        now = time.monotonic()
         if messages:
-            yield b"".join(messages)
+            writer.since = quiet_since = now
+            yield messages[0] if len(messages) == 1 else b"".join(messages)
+            writer.since = None
             if not (behind and reset):
                 streams.on_sent(len(messages), batch.last_ts, replay=False)
             sent_id = batch.last_id or sent_id
-            quiet_since = time.monotonic()
             continue
-        idle = time.monotonic() - quiet_since
-        if idle >= heartbeat:
+        if now - quiet_since >= keepalive_after:
+            writer.since = quiet_since = now
             yield sse.keepalive(cursor if cursor > sent_id else None)
+            writer.since = None
             sent_id = cursor
-            quiet_since = time.monotonic()
             continue
-        hub.wait(cursor, heartbeat - idle)
+        hub.wait(cursor)
