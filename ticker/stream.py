@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -139,17 +139,29 @@ def events(
     retry_ms: int,
     streams: Streams,
     abort: Callable[[], None] = lambda: None,
+    send: Callable[[bytes], None] | None = None,
 ) -> Iterator[bytes]:
     """Yield the messages of one stream until the client goes or the hub closes.
 
-    ``abort`` cuts the client off; ``Streams.sweep`` calls it when a write blocks.
+    With ``send`` (see ``wire``), everything after the first message is written
+    through it instead of yielded.  ``abort`` cuts the client off:
+    ``Streams.sweep`` calls it when a write has blocked too long.
     """
     writer = Writer(abort)
     streams.writers.add(writer)
+    messages = _events(engine, hub, symbols, last_id, heartbeat, retry_ms, streams)
     try:
-        yield from _events(engine, hub, symbols, last_id, heartbeat, retry_ms, streams, writer)
+        yield next(messages)  # the server sends the headers with this first one
+        for data in messages:
+            writer.since = time.monotonic()
+            if send is None:
+                yield data
+            else:
+                send(data)
+            writer.since = None
     finally:
         streams.writers.discard(writer)
+        messages.close()
 
 
 def _events(
@@ -160,8 +172,7 @@ def _events(
     heartbeat: float,
     retry_ms: int,
     streams: Streams,
-    writer: Writer,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     wanted = frozenset(symbols)
     yield sse.retry(retry_ms)
 
@@ -189,9 +200,7 @@ def _events(
         while True:
             page, reset = _page(engine, cursor, symbols)
             if page.messages:
-                writer.since = time.monotonic()
                 yield b"".join(page.messages)
-                writer.since = None
             cursor, sent_id = page.cursor, page.last_id or sent_id
             if reset:  # retention overtook the replay: the reset says so, then live
                 streams.on_reset("expired")
@@ -221,17 +230,15 @@ def _events(
         messages, cursor = batch.messages, batch.cursor
         now = time.monotonic()
         if messages:
-            writer.since = quiet_since = now
+            quiet_since = now
             yield messages[0] if len(messages) == 1 else b"".join(messages)
-            writer.since = None
             if not (behind and reset):
                 streams.on_sent(len(messages), batch.last_ts, replay=False)
             sent_id = batch.last_id or sent_id
             continue
         if now - quiet_since >= keepalive_after:
-            writer.since = quiet_since = now
+            quiet_since = now
             yield sse.keepalive(cursor if cursor > sent_id else None)
-            writer.since = None
             sent_id = cursor
             continue
         hub.wait(cursor)
