@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from ticker import api, db, views
+from ticker import api, db, headers, views
 from ticker.config import load_settings
 from ticker.errors import RequestError, error_response
 from ticker.follower import Follower
-from ticker.hub import Hub
-from ticker.producer import Producer
-from ticker.stream import Streams
+from ticker.hub import PULSES_PER_HEARTBEAT, Hub
+from ticker.metrics import MeteredProducer, MeteredStreams, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,16 +37,27 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app, settings.database_url)
     engine = db.get_engine(app)
     hub = Hub(settings.hub_capacity)
-    follower = Follower(engine, hub, settings.poll_interval)
+    metrics = Metrics(engine)
+    streams = MeteredStreams(settings.max_streams, metrics)
+    follower = Follower(
+        engine,
+        hub,
+        settings.poll_interval,
+        pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
+        on_pulse=lambda: streams.sweep(views.write_timeout(settings.heartbeat)),
+    )
     app.extensions["ticker.hub"] = hub
     app.extensions["ticker.follower"] = follower
-    app.extensions["ticker.producer"] = Producer(engine, settings, on_append=follower.wake)
-    app.extensions["ticker.streams"] = Streams(settings.max_streams)
+    app.extensions["ticker.metrics"] = metrics
+    app.extensions["ticker.producer"] = MeteredProducer(
+        engine, settings, on_append=follower.wake, metrics=metrics
+    )
+    app.extensions["ticker.streams"] = streams
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     _register_errors(app)
-    _register_cors(app, settings.cors_origins)
+    headers.init_app(app, settings.cors_origins)
     return app
 
 
@@ -64,19 +74,3 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         return error_response(exc.code or 500, exc.description or exc.name)
-
-
-def _register_cors(app: Flask, origins: tuple[str, ...]) -> None:
-    if not origins:
-        return
-
-    @app.after_request
-    def allow_origin(response: Any) -> Any:
-        origin = request.headers.get("Origin")
-        if origin and ("*" in origins or origin.rstrip("/") in origins):
-            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-            response.headers["Access-Control-Allow-Headers"] = (
-                "Authorization, Content-Type, Last-Event-ID"
-            )
-            response.headers.add("Vary", "Origin")
-        return response

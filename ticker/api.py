@@ -1,13 +1,14 @@
-"""The JSON API: symbols, snapshot, pages of the log, publishing, health."""
+"""The JSON API: symbols, snapshot, pages of the log, publishing; health and metrics."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ticker import lease, log, params
 from ticker.background import ensure_started
@@ -17,6 +18,7 @@ from ticker.errors import RequestError, error_response
 from ticker.events import Tick, check_price, now_us, parse_ts
 
 bp = Blueprint("api", __name__)
+logger = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 MAX_BATCH = 10_000
@@ -78,6 +80,11 @@ def _check_token(settings: Settings) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         token.strip().encode(), settings.publish_token.encode()
     ):
+        # Say that it failed and from where, never what was sent.
+        logger.warning(
+            "publish refused: missing or wrong bearer token",
+            extra={"request_id": g.request_id, "remote": request.remote_addr},
+        )
         raise RequestError(401, "missing or wrong bearer token")
 
 
@@ -140,6 +147,10 @@ def publish() -> tuple[Response, int]:
     batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
     ids = log.append(get_engine(), batch)
     current_app.extensions["ticker.follower"].wake()
+    logger.debug(
+        "published",
+        extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},
+    )
     return jsonify({"ids": ids}), 201
 
 
@@ -181,3 +192,14 @@ def health() -> tuple[Response, int]:
             },
         }
     ), 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Render the Prometheus metrics of every worker, and the log's, as text."""
+    body, content_type = current_app.extensions["ticker.metrics"].render(
+        request.headers.get("Accept")
+    )
+    response = Response(body, content_type=content_type)
+    response.headers["Cache-Control"] = "no-store"
+    return response

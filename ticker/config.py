@@ -31,6 +31,8 @@ _FALSE = ("0", "false", "no", "off")
 # deliberately broad (BRK.B, ^GSPC, EUR/USD, ES=F) and the page escapes it.
 SYMBOL_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,32}$")
 
+_ORIGIN_RE = re.compile(r"^https?://[a-z0-9.\-\[\]:]+$")
+
 _AGE_RE = re.compile(r"^(\d+)([smhd])$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -74,6 +76,8 @@ class Settings:
     lease_ttl: float = 5.0
     poll_interval: float = 0.05
     hub_capacity: int = 20000
+    busy_retry: float = 20.0  # a busy answer's retry: this many seconds to twice as many
+    prune_interval: float | None = None  # None: every minute, or age/10 for short ages
 
 
 def normalise_symbol(raw: str) -> str:
@@ -160,6 +164,8 @@ def load_settings(
         "LEASE_TTL": 0.5,
         "POLL_INTERVAL": 0.001,
         "SOURCE_TIMEOUT": 0.05,
+        "BUSY_RETRY": 0.1,
+        "PRUNE_INTERVAL": 0.1,
     }
     for name, minimum in floats.items():
         raw = get(name)
@@ -194,10 +200,29 @@ def load_settings(
 
     origins = get("CORS_ORIGINS")
     if origins:
-        values["cors_origins"] = tuple(o.strip().rstrip("/") for o in origins.split(",") if o)
+        values["cors_origins"] = parse_origins(origins)
 
     values.update(_source_options(get, values["symbols"]))
     return Settings(**values)
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """Parse ``TICKER_CORS_ORIGINS``: ``*`` or origins such as ``https://app.example:8443``."""
+    origins: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        origin = part.rstrip("/").lower()  # browsers send origins in lower case, no slash
+        if origin != "*" and not _ORIGIN_RE.match(origin):
+            raise ConfigError(
+                "TICKER_CORS_ORIGINS",
+                raw,
+                f"{part!r} is not an origin: expected * or scheme://host[:port], "
+                "e.g. https://app.example",
+            )
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 def parse_source(raw: str) -> str:

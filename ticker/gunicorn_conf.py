@@ -2,30 +2,60 @@
 
 gevent workers hold thousands of idle streams each; each worker starts its
 follower and producer jobs once it has loaded the app, and hands the producer
-lease on when it exits.
+lease on when it exits.  On SIGTERM a worker stops accepting, ends every
+stream between two messages (clients reconnect, with their last id, to
+whichever server answers), and exits.  The master marks each dead worker's
+metric files, so ``/metrics`` stops counting its open streams.
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any
 
+from ticker import logs, metrics
+
 worker_class = "gevent"
-worker_connections = 10000
+worker_connections = 19000  # the per-process file limit here is 20,000
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
 accesslog = None
 control_socket_disable = True  # several instances may run side by side
+# gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
+logconfig_dict = logs.logging_config()
+
+
+def on_starting(server: Any) -> None:
+    """Warn when the workers' metrics cannot be added up (gunicorn started without ticker serve)."""
+    if metrics.multiprocess_dir() is None and server.cfg.workers > 1:
+        server.log.warning(
+            "%s is not set: /metrics shows only the worker that answers; "
+            "start with `ticker serve`, or set it to an empty directory",
+            metrics.MULTIPROC_ENV,
+        )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Heed a SIGTERM that comes before the worker sets up its own signal handlers.
+
+    Until then the worker has the master's handler, which would drop it, and a
+    worker still booting when a deploy stops it would hold the shutdown up for
+    the whole graceful timeout before gunicorn kills it.
+    """
+
+    def stop_early(signum: int, frame: Any) -> None:
+        worker.alive = False  # what gunicorn's own handler, installed later, does
+
+    signal.signal(signal.SIGTERM, stop_early)
 
 
 def post_worker_init(worker: Any) -> None:
-    """Set up logging, then start the worker's follower and producer jobs."""
+    """Start the worker's follower and producer jobs, and its shutdown watch."""
     from ticker.background import ensure_started
-    from ticker.cli import configure_logging
 
-    configure_logging()
     ensure_started(worker.wsgi)
     threading.Thread(target=_end_streams_on_shutdown, args=(worker,), daemon=True).start()
 
@@ -47,3 +77,16 @@ def worker_exit(server: Any, worker: Any) -> None:
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):
         stop(app)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's gauges (its open streams); its counters stay in the totals."""
+    if metrics.multiprocess_dir() is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory that ``ticker serve`` made for this run."""
+    metrics.remove_multiprocess_dir(metrics.multiprocess_dir())

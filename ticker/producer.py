@@ -98,10 +98,21 @@ class Producer:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
                 self.state.last_error_at = time.time()
                 logger.exception("producer run failed")
+                self.on_error("run")
                 return []
         if ids:
             self.on_append()
+            self.on_ticks(len(ids))
         return ids
+
+    def on_ticks(self, count: int) -> None:
+        """Note ``count`` ticks appended to the log by this producer."""
+
+    def on_error(self, stage: str) -> None:
+        """Note a failure: ``source`` (a fetch), ``run`` (e.g. the database) or ``prune``."""
+
+    def on_pruned(self, count: int) -> None:
+        """Note ``count`` events deleted by retention."""
 
     def _produce(self) -> list[int]:
         if not self.state.leader and not self._take_over():
@@ -176,6 +187,7 @@ class Producer:
             str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
         )
         state.last_error_at = time.time()
+        self.on_error("source")
         interval = self.settings.tick_interval
         backoff = min(MAX_BACKOFF, interval * 2 ** min(state.consecutive_errors - 1, 16))
         # Runs start once an interval: aim half an interval early so the due one is not skipped.
@@ -230,10 +242,12 @@ class Producer:
             deleted = log.prune(self.engine, self.settings.retention, now_us())
         except Exception:
             logger.exception("pruning the log failed")
+            self.on_error("prune")
             return 0
         if deleted:
             logger.info("pruned %d events", deleted)
             self.state.pruned += deleted
+            self.on_pruned(deleted)
         return deleted
 
     def release(self) -> None:
@@ -263,7 +277,11 @@ class Producer:
             misfire_grace_time=max(1, int(interval)),
         )
         retention = self.settings.retention
-        every = 60.0 if retention.max_age is None else min(60.0, max(1.0, retention.max_age / 10))
+        every = self.settings.prune_interval
+        if every is None:
+            every = (
+                60.0 if retention.max_age is None else min(60.0, max(1.0, retention.max_age / 10))
+            )
         scheduler.add_job(
             self.prune,
             "interval",

@@ -1,0 +1,169 @@
+"""Logging: one line per record, as ``key=value`` text or JSON, for ticker and gunicorn.
+
+``TICKER_LOG_LEVEL`` and ``TICKER_LOG_FORMAT`` (``text`` or ``json``) choose
+the level and the shape; ``gunicorn_conf`` hands gunicorn the same dictionary,
+so its own lines look like ours.  ``TICKER_ACCESS_LOG=true`` adds a line per
+request (off by default: the proxy in front usually keeps one).  Fields passed
+as ``extra=`` (``request_id``, ``symbols`` ...) become keys of the line.
+Newlines, also a traceback's, are escaped, so every record stays on one line.
+
+No secrets: this module never reads request headers.  Only what a caller
+passes in ``extra`` is logged (no caller passes the publish token or the
+``Authorization`` header), and of gunicorn's access atoms, which hold every
+request header, only the named fields below.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ticker.errors import ConfigError
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+FORMATS = ("text", "json")
+
+# What every LogRecord carries; anything else on a record came in through ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_BARE = re.compile(r"^[^\s\"=\\]+$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+def request_id(header: str | None) -> str:
+    """Return the caller's ``X-Request-ID`` when it is a sane token, else a new id."""
+    if header is not None and _REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def _time(record: logging.LogRecord) -> str:
+    stamp = datetime.fromtimestamp(record.created, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+# gunicorn's access record carries every request header among its atoms
+# (``Authorization`` too): only these are ever logged.
+_ACCESS_FIELDS = {
+    "remote": "h",
+    "method": "m",
+    "path": "U",
+    "query": "q",
+    "status": "s",
+    "bytes": "B",
+    "ms": "M",
+    "request_id": "{x-request-id}o",
+    "user_agent": "a",
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+def _message(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    """Return the record's message and fields; gunicorn's access lines become fields."""
+    if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+        atoms = record.args
+        fields = {name: atoms.get(atom) for name, atom in _ACCESS_FIELDS.items()}
+        return "request", {k: v for k, v in fields.items() if v not in (None, "", "-")}
+    return record.getMessage(), _extras(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object: ts, level, logger, pid, msg, the extras, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line of JSON."""
+        message, fields = _message(record)
+        line: dict[str, Any] = {
+            "ts": _time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "msg": message,
+        }
+        line.update(fields)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str)
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    return text if _BARE.match(text) else json.dumps(text)
+
+
+class TextFormatter(logging.Formatter):
+    """Format a record as ``time LEVEL [pid] logger: message key=value ...`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line of text."""
+        message, fields = _message(record)
+        message = message.replace("\\", "\\\\").replace("\n", "\\n")
+        parts = [f"{_time(record)} {record.levelname} [{record.process}] {record.name}: {message}"]
+        parts += [f"{k}={_value(v)}" for k, v in fields.items()]
+        if record.exc_info:
+            parts.append(f"exc={json.dumps(self.formatException(record.exc_info))}")
+        if record.stack_info:
+            parts.append(f"stack={json.dumps(self.formatStack(record.stack_info))}")
+        return " ".join(parts)
+
+
+def logging_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the ``dictConfig`` of this process from ``TICKER_LOG_LEVEL``/``_FORMAT``."""
+    env = os.environ if environ is None else environ
+    level = (env.get("TICKER_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LEVELS:
+        raise ConfigError("TICKER_LOG_LEVEL", level, f"choose one of {', '.join(LEVELS)}")
+    shape = (env.get("TICKER_LOG_FORMAT") or "text").strip().lower()
+    if shape not in FORMATS:
+        raise ConfigError("TICKER_LOG_FORMAT", shape, f"choose one of {', '.join(FORMATS)}")
+    raw_access = (env.get("TICKER_ACCESS_LOG") or "false").strip().lower()
+    if raw_access not in _TRUE + _FALSE:
+        raise ConfigError("TICKER_ACCESS_LOG", raw_access, "expected true or false")
+    access = raw_access in _TRUE
+    formatter = JsonFormatter if shape == "json" else TextFormatter
+    quiet = "WARNING" if level in ("DEBUG", "INFO") else level
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"line": {"()": f"{__name__}.{formatter.__name__}"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "line",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            # gunicorn's own handlers go; its records reach the root's, in our format.
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {
+                "level": "INFO" if access else "CRITICAL",
+                "handlers": [],
+                "propagate": True,
+            },
+            "apscheduler": {"level": quiet},
+        },
+    }
+
+
+def configure(environ: Mapping[str, str] | None = None) -> None:
+    """Set up this process's logging; raise ``ConfigError`` naming a bad variable."""
+    logging.config.dictConfig(logging_config(environ))

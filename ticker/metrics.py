@@ -1,0 +1,271 @@
+"""Prometheus metrics: what the streams and the producer of every worker did, and the log.
+
+Under gunicorn every worker is its own process.  ``ticker serve`` therefore
+points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before gunicorn starts,
+so that ``prometheus_client`` (which picks its mode when it is first imported)
+keeps each worker's values in a file there, and ``/metrics``, whichever worker
+answers it, adds up the files of all of them.  The master marks a dead worker's
+files (``child_exit`` in ``gunicorn_conf``): its open streams stop counting,
+and what it sent stays in the totals.  Without the variable (the Flask test
+client, ``ticker produce``) each app has a registry of its own.
+
+The per-event cost stays low: the stream calls ``on_sent`` once per write with
+a count, never once per event.  The log's gauges (head, prune horizon, newest
+tick's age, lease) are read from the database when scraped, so every worker
+reports the same, current numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import Engine
+
+from ticker import lease, log
+from ticker.events import now_us
+from ticker.producer import Producer
+from ticker.stream import Streams
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+TEMP_PREFIX = "ticker-metrics-"
+RESET_REASONS = ("expired", "ahead")
+ERROR_STAGES = ("source", "run", "prune")
+# Seconds from a tick's time to its write to a client: sub-millisecond on one
+# host, a few hundred milliseconds across a busy cluster, more for a slow reader.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def multiprocess_dir() -> str | None:
+    """Return the directory shared by the workers' metric files, or None for one process."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def prepare_multiprocess_dir(path: str | None) -> str:
+    """Return an empty directory for the workers' metric files: ``path``, or a new one.
+
+    An existing directory is emptied of the files a previous run left, as
+    ``prometheus_client`` requires: they would add its counts to this run's.
+    """
+    if not path:
+        return tempfile.mkdtemp(prefix=TEMP_PREFIX)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    return str(folder)
+
+
+def remove_multiprocess_dir(path: str | None) -> None:
+    """Delete a directory made by :func:`prepare_multiprocess_dir`, never one given to it."""
+    if not path:
+        return
+    folder = Path(path)
+    if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(TEMP_PREFIX):
+        for item in folder.glob("*.db"):
+            item.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            logger.warning("could not remove the metrics directory %s", folder)
+
+
+class Metrics:
+    """The metrics of one app, and the registry that ``/metrics`` renders."""
+
+    def __init__(self, engine: Engine) -> None:
+        shared = multiprocess_dir()
+        # Multiprocess metrics write to their files; no registry of their own.
+        own = None if shared else CollectorRegistry()
+        self.streams_open = Gauge(
+            "ticker_streams_open",
+            "Streams open now, across the live workers.",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.streams_opened = Counter(
+            "ticker_streams_opened", "Streams opened (a slot taken).", registry=own
+        )
+        self.streams_refused = Counter(
+            "ticker_streams_refused",
+            "Streams answered busy: the worker had TICKER_MAX_STREAMS open.",
+            registry=own,
+        )
+        self.events_sent = Counter(
+            "ticker_events_sent",
+            "Tick messages written to clients, replayed ones included.",
+            registry=own,
+        )
+        self.events_replayed = Counter(
+            "ticker_events_replayed",
+            "Tick messages written while catching a client up after its last id.",
+            registry=own,
+        )
+        self.resets = Counter(
+            "ticker_stream_resets",
+            "Reset messages sent: the log could not resume a client (expired or ahead).",
+            ["reason"],
+            registry=own,
+        )
+        self.fallbacks = Counter(
+            "ticker_stream_fallbacks",
+            "Times a slow stream fell behind the worker's hub and was served from the log.",
+            registry=own,
+        )
+        self.latency = Histogram(
+            "ticker_tick_to_send_seconds",
+            "Time from a tick's ts to its live write to a client (the newest tick of a write).",
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
+        self.producer_ticks = Counter(
+            "ticker_producer_ticks", "Ticks the producer appended to the log.", registry=own
+        )
+        self.producer_errors = Counter(
+            "ticker_producer_errors",
+            "Producer failures: source (a fetch), run (e.g. the database), prune.",
+            ["stage"],
+            registry=own,
+        )
+        self.pruned = Counter(
+            "ticker_log_pruned_events", "Events deleted by retention.", registry=own
+        )
+        for reason in RESET_REASONS:  # show zeros, so rates and alerts have a series
+            self.resets.labels(reason)
+        for stage in ERROR_STAGES:
+            self.producer_errors.labels(stage)
+
+        self.registry = CollectorRegistry()
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)  # type: ignore[no-untyped-call]
+        else:
+            assert own is not None
+            self.registry.register(own)
+        self.registry.register(LogCollector(engine))
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """Return the exposition for an ``Accept`` header, and its content type."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+
+class LogCollector:
+    """Read the log's gauges from the database at each scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield whether the database answered, and if so the head, horizon, age and lease."""
+        up = GaugeMetricFamily("ticker_database_up", "1 when the database answered the scrape.")
+        try:
+            with self.engine.connect() as conn:
+                position = log.position(conn)
+                newest = log.latest_any(conn)
+                holder = lease.current(conn)
+                clock = lease.clock_us(conn)
+        except Exception as exc:
+            logger.warning("metrics: database unavailable: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield GaugeMetricFamily(
+            "ticker_log_head_id", "Highest id committed to the log.", value=position.head
+        )
+        yield GaugeMetricFamily(
+            "ticker_log_pruned_through_id",
+            "Highest id deleted by retention; a resume point below it gets a reset.",
+            value=position.pruned_through,
+        )
+        if newest is not None:
+            yield GaugeMetricFamily(
+                "ticker_log_newest_tick_age_seconds",
+                "Age of the newest tick in the log (by its ts).",
+                value=max(0.0, (now_us() - newest.ts) / 1e6),
+            )
+        held = holder is not None and holder[1] > clock
+        yield GaugeMetricFamily(
+            "ticker_producer_lease_held",
+            "1 when a producer holds an unexpired lease.",
+            value=1 if held else 0,
+        )
+
+
+class MeteredStreams(Streams):
+    """The streams of one process, also counted in :class:`Metrics`."""
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        super().__init__(limit)
+        self.metrics = metrics
+
+    def acquire(self) -> bool:
+        """Take a slot if one is free; count a refusal."""
+        if super().acquire():
+            return True
+        self.metrics.streams_refused.inc()
+        return False
+
+    def on_open(self) -> None:
+        """Count a stream opened."""
+        super().on_open()
+        self.metrics.streams_open.inc()
+        self.metrics.streams_opened.inc()
+
+    def on_close(self) -> None:
+        """Count a stream closed."""
+        super().on_close()
+        self.metrics.streams_open.dec()
+
+    def on_sent(self, count: int, last_ts: int | None, replay: bool) -> None:
+        """Count one write of ``count`` tick messages; time a live one from its newest tick."""
+        super().on_sent(count, last_ts, replay)
+        if count <= 0:
+            return
+        metrics = self.metrics
+        metrics.events_sent.inc(count)
+        if replay:
+            metrics.events_replayed.inc(count)
+        elif last_ts is not None:
+            metrics.latency.observe(max(0.0, (now_us() - last_ts) / 1e6))
+
+    def on_reset(self, reason: str) -> None:
+        """Count a reset by its reason."""
+        super().on_reset(reason)
+        self.metrics.resets.labels(reason).inc()
+
+    def on_fallback(self) -> None:
+        """Count a stream served from the log after falling behind the hub."""
+        super().on_fallback()
+        self.metrics.fallbacks.inc()
+
+
+class MeteredProducer(Producer):
+    """The producer, also counted in :class:`Metrics`."""
+
+    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metrics = metrics
+
+    def on_ticks(self, count: int) -> None:
+        """Count ticks appended."""
+        self.metrics.producer_ticks.inc(count)
+
+    def on_error(self, stage: str) -> None:
+        """Count a failure by stage."""
+        self.metrics.producer_errors.labels(stage).inc()
+
+    def on_pruned(self, count: int) -> None:
+        """Count events deleted by retention."""
+        self.metrics.pruned.inc(count)
