@@ -44,7 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         hub,
         settings.poll_interval,
         pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
-        on_pulse=lambda: streams.sweep(views.write_timeout(settings.heartbeat)),
+        on_pulse=lambda: streams.on_pulse(views.write_timeout(settings.heartbeat)),
     )
     app.extensions["ticker.hub"] = hub
     app.extensions["ticker.follower"] = follower

@@ -197,6 +197,7 @@ def health() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Render the Prometheus metrics of every worker, and the log's, as text."""
+    current_app.extensions["ticker.streams"].flush()  # this worker's latest counts
     body, content_type = current_app.extensions["ticker.metrics"].render(
         request.headers.get("Accept")
     )

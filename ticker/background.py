@@ -61,3 +61,4 @@ def stop(app: Flask) -> None:
         scheduler.shutdown(wait=True)
     app.extensions["ticker.follower"].stop()
     app.extensions["ticker.producer"].release()
+    app.extensions["ticker.streams"].flush()  # counts since the last pulse

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,14 @@ class MeteredStreams(Streams):
     def __init__(self, limit: int, metrics: Metrics) -> None:
         super().__init__(limit)
         self.metrics = metrics
+        # Writes are counted in plain integers and moved into prometheus-client at
+        # each pulse (and scrape): its multiprocess values write an mmap on every
+        # update, which cost about 12% of a worker at 1,000 streams x 10 ticks/s.
+        self._flushed_sent = 0
+        self._flushed_replayed = 0
+        self._latency_counts = [0] * (len(metrics.latency._upper_bounds))
+        self._latency_sum = 0.0
+        self._flush_lock = threading.Lock()
 
     def acquire(self) -> bool:
         """Take a slot if one is free; count a refusal."""
@@ -231,14 +241,32 @@ class MeteredStreams(Streams):
     def on_sent(self, count: int, last_ts: int | None, replay: bool) -> None:
         """Count one write of ``count`` tick messages; time a live one from its newest tick."""
         super().on_sent(count, last_ts, replay)
-        if count <= 0:
-            return
-        metrics = self.metrics
-        metrics.events_sent.inc(count)
-        if replay:
-            metrics.events_replayed.inc(count)
-        elif last_ts is not None:
-            metrics.latency.observe(max(0.0, (now_us() - last_ts) / 1e6))
+        if count > 0 and not replay and last_ts is not None:
+            seconds = max(0.0, (now_us() - last_ts) / 1e6)
+            self._latency_counts[bisect_left(self.metrics.latency._upper_bounds, seconds)] += 1
+            self._latency_sum += seconds
+
+    def flush(self) -> None:
+        """Move the writes counted since the last flush into the Prometheus metrics."""
+        with self._flush_lock:
+            metrics = self.metrics
+            sent, replayed = self.sent, self.replayed
+            if sent > self._flushed_sent:
+                metrics.events_sent.inc(sent - self._flushed_sent)
+                self._flushed_sent = sent
+            if replayed > self._flushed_replayed:
+                metrics.events_replayed.inc(replayed - self._flushed_replayed)
+                self._flushed_replayed = replayed
+            counts, self._latency_counts = self._latency_counts, [0] * len(self._latency_counts)
+            total, self._latency_sum = self._latency_sum, 0.0
+            # prometheus-client has no bulk observe: add to the histogram's own
+            # bucket and sum values, as observe() would one at a time.
+            histogram = metrics.latency
+            for bucket, n in zip(histogram._buckets, counts, strict=True):
+                if n:
+                    bucket.inc(n)
+            if total:
+                histogram._sum.inc(total)
 
     def on_reset(self, reason: str) -> None:
         """Count a reset by its reason."""

@@ -86,6 +86,14 @@ class Streams:
             writer.abort()
         return len(stuck)
 
+    def on_pulse(self, max_block: float) -> None:
+        """Run on every pulse of the follower: sweep blocked writes, then flush counters."""
+        self.sweep(max_block)
+        self.flush()
+
+    def flush(self) -> None:
+        """Publish counters kept since the last flush (``/metrics`` overrides it)."""
+
     def on_open(self) -> None:
         """Note that a stream opened."""
 
