@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from ticker import create_app
+from ticker import background, create_app
 from ticker.cli import upgrade
 
 TOKEN = "test-token"
@@ -79,16 +79,24 @@ def sqlite_only(db_url: str) -> None:
 
 
 @pytest.fixture
-def make_app(db_url: str) -> Callable[..., Any]:
-    """Build an app on the test's SQLite file, migrated, the producer off unless asked."""
+def make_app(db_url: str) -> Iterator[Callable[..., Any]]:
+    """Build apps on the test's database, migrated, the producer off unless asked.
+
+    Whatever an app started in the background (the follower ``/healthz`` starts,
+    a producer) is stopped when the test ends.
+    """
+    built: list[Any] = []
 
     def build(**config: Any) -> Any:
         settings = {"database_url": db_url, "producer": "off", "publish_token": TOKEN, **config}
         app = create_app(settings)
         upgrade(app)
+        built.append(app)
         return app
 
-    return build
+    yield build
+    for app in built:
+        background.stop(app)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,6 @@ from ticker.events import format_ts, now_us
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TS = "2026-11-21T10:00:00.000000Z"
-
-
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    """Build apps as conftest does, and stop the follower /healthz starts in each."""
-    built: list[Flask] = []
-
-    def build(**config: Any) -> Flask:
-        app = make_app(**config)
-        built.append(app)
-        return app
-
-    yield build
-    for app in built:
-        background.stop(app)
 
 
 def post(client: Any, body: Any, headers: dict[str, str] | None = None) -> Any:

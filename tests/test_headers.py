@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from tests.conftest import TOKEN
-from ticker import background
 from ticker.config import load_settings
 from ticker.errors import ConfigError
 
@@ -17,20 +16,6 @@ SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
 QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    built: list[Flask] = []
-
-    def build(**config: Any) -> Flask:
-        app = make_app(**config)
-        built.append(app)
-        return app
-
-    yield build
-    for app in built:
-        background.stop(app)
 
 
 @SQLITE_ONLY

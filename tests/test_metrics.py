@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TOKEN, Server, log_ids
 from tests.sse_client import Message, SSEStream
-from ticker import background, metrics
+from ticker import metrics
 from ticker.errors import SourceError
 from ticker.events import now_us
 
@@ -67,20 +67,6 @@ def until_metrics(server: Server, want: dict[str, float], timeout: float = 15) -
 
 
 # ---- one process: Flask's test client, a registry of its own ----
-
-
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    built: list[Flask] = []
-
-    def build(**config: Any) -> Flask:
-        app = make_app(**config)
-        built.append(app)
-        return app
-
-    yield build
-    for app in built:
-        background.stop(app)
 
 
 def test_metrics_names_every_series_and_reads_the_log(make_app: Callable[..., Flask]) -> None:

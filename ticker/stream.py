@@ -31,6 +31,7 @@ from ticker import log, sse
 from ticker.hub import PULSES_PER_HEARTBEAT, Batch, Hub
 
 PAGE = 1000
+WINDOW = 20 * PAGE  # the most ids one page of the log scans
 
 
 class Writer:
@@ -123,19 +124,26 @@ def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -
     return sse.message(kind, body, id=position.head), position.head
 
 
-def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, bool]:
-    """Read the log's next page after ``cursor``; the flag is True when it is a reset."""
+def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, bool, bool]:
+    """Read the log's next page after ``cursor``.
+
+    Returns the page, whether it is a reset instead, and whether it reached the head.
+    """
     with engine.connect() as conn:
         head = log.position(conn).head
-        found = log.read_after(conn, cursor, symbols, PAGE, upto=head)
+        # A bounded id range keeps each page's scan short whatever plan the
+        # database picks (PostgreSQL may sort every later row of the symbols).
+        upto = min(head, cursor + WINDOW)
+        found = log.read_after(conn, cursor, symbols, PAGE, upto=upto)
         # Checked after the read: a prune racing it shows up here, never as a gap.
         if cursor < log.pruned_through(conn):
             message, head = opening(conn, symbols, "reset", reason="expired")
-            return Batch([message], head, head), True
-    moved_to = found[-1].id if len(found) == PAGE else head
+            return Batch([message], head, head), True, True
+    moved_to = found[-1].id if len(found) == PAGE else upto
     if not found:
-        return Batch([], moved_to, None), False
-    return Batch([sse.tick(e) for e in found], moved_to, found[-1].id, found[-1].ts), False
+        return Batch([], moved_to, None), False, moved_to >= head
+    page = Batch([sse.tick(e) for e in found], moved_to, found[-1].id, found[-1].ts)
+    return page, False, moved_to >= head
 
 
 def events(
@@ -206,7 +214,7 @@ def _events(
     else:
         replayed = 0
         while True:
-            page, reset = _page(engine, cursor, symbols)
+            page, reset, caught_up = _page(engine, cursor, symbols)
             if page.messages:
                 yield b"".join(page.messages)
             cursor, sent_id = page.cursor, page.last_id or sent_id
@@ -215,7 +223,7 @@ def _events(
                 break
             streams.on_sent(len(page.messages), page.last_ts, replay=True)
             replayed += len(page.messages)
-            if len(page.messages) < PAGE:
+            if caught_up:
                 yield sse.message("live", {"replayed": replayed, "head": cursor})
                 break
 
@@ -230,7 +238,7 @@ def _events(
             if not behind:
                 streams.on_fallback()
             behind = True
-            batch, reset = _page(engine, cursor, symbols)
+            batch, reset, _ = _page(engine, cursor, symbols)
             if reset:
                 streams.on_reset("expired")
         else:
