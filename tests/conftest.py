@@ -181,19 +181,37 @@ class Server:
         self.log.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test, so fixtures can see whether it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def serve(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start servers on the test's database; every one is stopped at the end."""
+def serve(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Server]]:
+    """Start servers on the test's database; every one is stopped at the end.
+
+    When the test fails, the servers' log is printed with the failure.
+    """
     started: list[Server] = []
+    log_path = tmp_path / "server.log"
 
     def start(**config: Any) -> Server:
-        server = Server(db_url, tmp_path / "server.log", **config)
+        server = Server(db_url, log_path, **config)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed and log_path.exists():
+        print(f"--- server log ({log_path}), last 200 lines ---")
+        print("\n".join(log_path.read_text(errors="replace").splitlines()[-200:]))
 
 
 def log_ids(db_url: str, symbols: list[str] | None = None, after: int = 0) -> list[int]:
