@@ -14,15 +14,17 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.fakes import Clock, FakeExchange
 from ticker import background, create_app
 from ticker.cli import upgrade
 
 TOKEN = "test-token"
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +71,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def exchange() -> Iterator[FakeExchange]:
+    """A fake price API on 127.0.0.1 serving what the test queues."""
+    fake = FakeExchange()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves by hand, for producers' back-off."""
+    return Clock()
 
 
 @pytest.fixture
@@ -212,6 +228,18 @@ def serve(
     if report is not None and report.failed and log_path.exists():
         print(f"--- server log ({log_path}), last 200 lines ---")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-200:]))
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 15) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
+        time.sleep(0.05)
 
 
 def log_ids(db_url: str, symbols: list[str] | None = None, after: int = 0) -> list[int]:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from ticker import background
 from ticker.db import get_engine
+from ticker.producer import Producer
 
 
 @dataclass
@@ -168,3 +169,28 @@ def captured(name: str = "ticker", level: int = logging.WARNING) -> Iterator[lis
     finally:
         logger.removeHandler(handler)
         logger.setLevel(was)
+
+
+def source_apps(
+    make_app: Callable[..., Flask], exchange: FakeExchange, clock: Clock, source: str, symbols: str
+) -> Iterator[Callable[..., tuple[Flask, Producer]]]:
+    """Yield a builder of apps whose producer asks ``exchange`` on ``clock``; stop them after."""
+    apps: list[Flask] = []
+
+    def build(**config: Any) -> tuple[Flask, Producer]:
+        settings = {
+            "source": source,
+            "source_url": exchange.url,
+            "symbols": symbols,
+            "source_timeout": 0.3,
+            **config,
+        }
+        app = make_app(**settings)
+        apps.append(app)
+        producer: Producer = app.extensions["ticker.producer"]
+        producer.clock = clock
+        return app, producer
+
+    yield build
+    for app in apps:
+        stop(app)

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TOKEN, Server
+from tests.conftest import TOKEN, Server, eventually
 from tests.sse_client import SSEStream
-from tests.test_page import eventually
 from ticker import logs
 from ticker.errors import ConfigError
 

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TOKEN, Server, log_ids
+from tests.conftest import TOKEN, Server, eventually, log_ids
 from tests.sse_client import Message, SSEStream
 from ticker import metrics
 from ticker.errors import SourceError
@@ -41,17 +41,6 @@ def scrape(server: Server) -> dict[str, float]:
     with urllib.request.urlopen(server.base + "/metrics", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         return parse(response.read().decode())
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
 
 
 def until_metrics(server: Server, want: dict[str, float], timeout: float = 15) -> dict[str, float]:

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 
 import tests.conftest
-from tests.conftest import TOKEN, Server, free_port, log_ids
+from tests.browser import chromium as launch_chromium
+from tests.conftest import TOKEN, Server, eventually, free_port, log_ids
 from tests.sse_client import SSEStream
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS, LogWriter, eventually
+from tests.test_page import LogWriter
 from ticker.config import load_settings
 from ticker.errors import ConfigError
 
@@ -193,25 +194,9 @@ def test_a_server_stopped_while_its_workers_boot_exits_promptly(
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[Any]:
     """A fresh headless chromium context (Debian's binary); skip when it is not there."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (make test does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        try:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                bypass_csp=True,  # the cross-origin test runs its script on a JSON page
-            )
-        except sync_api.Error as exc:
-            pytest.skip(f"{CHROMIUM} does not start: {str(exc).splitlines()[0]}")
-        context.set_default_timeout(15_000)
-        try:
-            yield context
-        finally:
-            context.close()
+    # bypass_csp: the cross-origin test runs its script on a JSON page
+    with launch_chromium(tmp_path / "chromium-profile", bypass_csp=True) as context:
+        yield context
 
 
 # Before the page's own script: note what each EventSource the page makes goes through.

@@ -11,49 +11,24 @@ import os
 import signal
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
 import tests.conftest
-from tests.conftest import Server, log_ids
+from tests.browser import chromium
+from tests.conftest import Server, eventually, log_ids
 from ticker import ROOT, log
 from ticker.db import make_engine
 from ticker.events import Tick, now_us
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = ROOT / "docs" / "page.png"
 # What the page shows does not depend on the database; delivery is tested on each one.
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 15) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
-        time.sleep(0.05)
 
 
 class Browser:
@@ -133,31 +108,17 @@ class Browser:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:
     """Start Debian's chromium headless on a fresh profile; skip when it is not there."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (make test does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as playwright:
-        try:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1100, "height": 640},
-                timezone_id="UTC",
-                locale="en-US",
-            )
-        except sync_api.Error as exc:
-            pytest.skip(f"{CHROMIUM} does not start: {str(exc).splitlines()[0]}")
-        context.set_default_timeout(15_000)
+    with chromium(
+        tmp_path / "chromium-profile",
+        viewport={"width": 1100, "height": 640},
+        timezone_id="UTC",
+        locale="en-US",
+    ) as context:
         page = context.pages[0] if context.pages else context.new_page()
         driver = Browser(page)
-        try:
-            yield driver
-            assert driver.problems == []
-            assert driver.dialogs == []
-        finally:
-            context.close()
+        yield driver
+        assert driver.problems == []
+        assert driver.dialogs == []
 
 
 def open_page(browser: Browser, server: Server, query: str) -> None:

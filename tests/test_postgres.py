@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, log_ids
+from tests.conftest import Server, eventually, log_ids
 from tests.sse_client import SSEStream
-from tests.test_producer import SIM, assert_one_tick_per_interval, ticks_of, wait_for
+from tests.test_producer import SIM, assert_one_tick_per_interval, ticks_of
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -117,8 +117,8 @@ def test_the_other_instance_produces_after_the_producing_one_is_killed(
     serve: Callable[..., Server],
 ) -> None:
     instances = [serve(**SIM), serve(**SIM)]
-    holder = wait_for(
-        lambda: instances[0].get("/healthz")["producer"]["holder"], 10, "a lease holder"
+    holder = eventually(
+        lambda: instances[0].get("/healthz")["producer"]["holder"], "a lease holder", 10
     )
     pid = int(holder.split(":")[1])
     producing = next(s for s in instances if pid in s.worker_pids())
@@ -129,10 +129,10 @@ def test_the_other_instance_produces_after_the_producing_one_is_killed(
     last_id = ticks_of(other.db_url, "BTC-USD")[-1][0]
     killed_at = time.monotonic()
 
-    wait_for(
+    eventually(
         lambda: len([i for i, _ in ticks_of(other.db_url, "BTC-USD") if i > last_id]) >= 3,
-        10,
         "production by the surviving instance",
+        10,
     )
     assert time.monotonic() - killed_at < 10
     new_pid = int(other.get("/healthz")["producer"]["holder"].split(":")[1])

@@ -9,11 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Server
+from tests.conftest import Server, eventually
 from tests.sse_client import SSEStream
 
 INTERVAL = 0.2
@@ -30,16 +29,6 @@ def ticks_of(db_url: str, symbol: str) -> list[tuple[int, int]]:
         found = [(int(r[0]), int(r[1])) for r in rows]
     engine.dispose()
     return found
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < end, f"{what} did not happen within {timeout}s"
-        time.sleep(0.05)
 
 
 def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
@@ -59,13 +48,13 @@ def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
 
 
 def holder_pid(server: Server) -> int:
-    holder = wait_for(lambda: server.get("/healthz")["producer"]["holder"], 10, "a lease holder")
+    holder = eventually(lambda: server.get("/healthz")["producer"]["holder"], "a lease holder", 10)
     return int(holder.split(":")[1])
 
 
 def test_one_producer_across_workers(serve: Callable[..., Server]) -> None:
     server = serve(workers=3, **SIM)
-    wait_for(lambda: len(ticks_of(server.db_url, "BTC-USD")) >= 15, 20, "15 intervals")
+    eventually(lambda: len(ticks_of(server.db_url, "BTC-USD")) >= 15, "15 intervals", 20)
     assert_one_tick_per_interval(server.db_url, "BTC-USD")
     assert_one_tick_per_interval(server.db_url, "AAPL")
     assert holder_pid(server) in server.worker_pids()
@@ -75,7 +64,7 @@ def test_another_worker_produces_within_seconds_after_the_holder_is_killed(
     serve: Callable[..., Server],
 ) -> None:
     server = serve(workers=2, **SIM)
-    wait_for(lambda: len(ticks_of(server.db_url, "BTC-USD")) >= 5, 20, "first ticks")
+    eventually(lambda: len(ticks_of(server.db_url, "BTC-USD")) >= 5, "first ticks", 20)
     pid = holder_pid(server)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
@@ -85,7 +74,7 @@ def test_another_worker_produces_within_seconds_after_the_holder_is_killed(
         newer = [t for i, t in ticks_of(server.db_url, "BTC-USD") if i > last_id]
         return len(newer) >= 3
 
-    wait_for(resumed, 10, "production after the holder died")
+    eventually(resumed, "production after the holder died", 10)
     assert time.time() - killed_at < 10
     assert holder_pid(server) != pid
     assert_one_tick_per_interval(server.db_url, "BTC-USD")
@@ -135,18 +124,18 @@ def test_a_paused_holder_loses_the_lease_and_commits_nothing_when_it_wakes(
     os.kill(pid, signal.SIGSTOP)
     try:
         last_id = ticks_of(server.db_url, "BTC-USD")[-1][0]
-        wait_for(
+        eventually(
             lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > last_id]) >= 3,
-            10,
             "a takeover while the holder is paused",
+            10,
         )
         assert holder_pid(server) != pid
     finally:
         os.kill(pid, signal.SIGCONT)
     resumed_at = ticks_of(server.db_url, "BTC-USD")[-1][0]
-    wait_for(
+    eventually(
         lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > resumed_at]) >= 10,
-        10,
         "ten more intervals after the old holder woke",
+        10,
     )
     assert_one_tick_per_interval(server.db_url, "BTC-USD")

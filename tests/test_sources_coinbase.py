@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import text
 
 from tests.conftest import Server, free_port
-from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, log_rows, ok, stop
+from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, log_rows, ok, source_apps
 from ticker.config import ConfigError
 from ticker.producer import Producer
 from ticker.sources import CoinbaseSource, SourceError
@@ -28,41 +28,11 @@ def spot(pair: str, amount: Any) -> Answer:
 
 
 @pytest.fixture
-def exchange() -> Iterator[FakeExchange]:
-    fake = FakeExchange()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def coinbase(
     make_app: Callable[..., Flask], exchange: FakeExchange, clock: Clock
 ) -> Iterator[Callable[..., tuple[Flask, Producer]]]:
     """Build apps whose producer asks the fake exchange, on a clock the test moves."""
-    apps: list[Flask] = []
-
-    def build(**config: Any) -> tuple[Flask, Producer]:
-        settings = {
-            "source": "coinbase",
-            "source_url": exchange.url,
-            "symbols": "BTC-USD,ETH-USD",
-            "source_timeout": 0.3,
-            **config,
-        }
-        app = make_app(**settings)
-        apps.append(app)
-        producer: Producer = app.extensions["ticker.producer"]
-        producer.clock = clock
-        return app, producer
-
-    yield build
-    for app in apps:
-        stop(app)
+    yield from source_apps(make_app, exchange, clock, "coinbase", "BTC-USD,ETH-USD")
 
 
 def due(producer: Producer, clock: Clock) -> None:

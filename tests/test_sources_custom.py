@@ -24,13 +24,6 @@ def readme_example() -> str:
 
 
 @pytest.fixture
-def exchange() -> Iterator[FakeExchange]:
-    fake = FakeExchange()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 def custom_app(
     make_app: Callable[..., Flask], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Flask]]:

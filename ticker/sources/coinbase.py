@@ -11,7 +11,6 @@ failure fails the interval but keeps the prices that did arrive.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ticker.errors import SourceError
@@ -29,20 +28,9 @@ class CoinbaseSource(HTTPSource):
     default_url = "https://api.coinbase.com"
     join = "-"
 
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        *,
-        base_url: str | None = None,
-        timeout: float = 2.0,
-        symbol_map: Mapping[str, str] | None = None,
-        quotes: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            symbols, base_url=base_url, timeout=timeout, symbol_map=symbol_map, quotes=quotes
-        )
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+    # The request threads start with the first fetch; one lock guards that for every instance.
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
 
     def next_ticks(self, now_us: int) -> list[Tick]:
         """Ask for every pair's spot price and return a tick for each one that came."""
