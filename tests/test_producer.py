@@ -120,6 +120,7 @@ def test_a_paused_holder_loses_the_lease_and_commits_nothing_when_it_wakes(
     # to the others: it stops renewing.  When it resumes, the lease is gone and
     # its next run must not commit a tick beside the new holder's.
     server = serve(workers=2, **SIM)
+    eventually(lambda: ticks_of(server.db_url, "BTC-USD"), "first ticks", 20)
     pid = holder_pid(server)
     os.kill(pid, signal.SIGSTOP)
     try:
