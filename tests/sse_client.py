@@ -81,6 +81,9 @@ class SSEStream:
         raise AssertionError(f"condition not met within {deadline}s; read {len(got)} frames")
 
     def close(self) -> None:
+        # A "Connection: close" response owns the socket: closing the connection alone
+        # would leave it open.
+        self.response.close()
         self.conn.close()
 
     def __enter__(self) -> SSEStream:

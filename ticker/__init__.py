@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from ticker import api, db, headers, views
+from ticker import api, db, headers, stream, views, wire
 from ticker.config import load_settings
 from ticker.errors import RequestError, error_response
 from ticker.follower import Follower
@@ -44,7 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         hub,
         settings.poll_interval,
         pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
-        on_pulse=lambda: streams.on_pulse(views.write_timeout(settings.heartbeat)),
+        on_pulse=lambda: streams.on_pulse(stream.write_timeout(settings.heartbeat)),
     )
     app.extensions["ticker.hub"] = hub
     app.extensions["ticker.follower"] = follower
@@ -58,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     _register_errors(app)
     headers.init_app(app, settings.cors_origins)
+    app.wsgi_app = wire.taking_over(app.wsgi_app)  # type: ignore[method-assign,assignment]
     return app
 
 

@@ -48,9 +48,30 @@ def ensure_started(app: Flask) -> None:
         app.extensions["ticker.scheduler"] = scheduler
 
 
+def start_broadcaster(app: Flask) -> None:
+    """Serve the caught-up streams of ``app`` from one greenlet (gunicorn's gevent worker)."""
+    from ticker.broadcast import Broadcaster
+    from ticker.db import get_engine
+    from ticker.stream import write_timeout
+
+    heartbeat = app.extensions["ticker.settings"].heartbeat
+    broadcaster = Broadcaster(
+        get_engine(app),
+        app.extensions["ticker.hub"],
+        app.extensions["ticker.streams"],
+        heartbeat,
+        write_timeout(heartbeat),
+    )
+    app.extensions["ticker.broadcaster"] = broadcaster
+    broadcaster.start()
+
+
 def end_streams(app: Flask) -> None:
     """Let every open stream finish its current message and end, so clients reconnect."""
     app.extensions["ticker.hub"].close()
+    broadcaster = app.extensions.get("ticker.broadcaster")
+    if broadcaster is not None:
+        broadcaster.close()
 
 
 def stop(app: Flask) -> None:

@@ -53,10 +53,14 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the worker's follower and producer jobs, and its shutdown watch."""
-    from ticker.background import ensure_started
+    """Start the worker's follower, broadcaster and producer jobs, and its shutdown watch."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from ticker.background import ensure_started, start_broadcaster
 
     ensure_started(worker.wsgi)
+    if isinstance(worker, GeventWorker):  # it alone can hand a connection over to the app
+        start_broadcaster(worker.wsgi)
     threading.Thread(target=_end_streams_on_shutdown, args=(worker,), daemon=True).start()
 
 

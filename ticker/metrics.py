@@ -238,13 +238,13 @@ class MeteredStreams(Streams):
         super().on_close()
         self.metrics.streams_open.dec()
 
-    def on_sent(self, count: int, last_ts: int | None, replay: bool) -> None:
-        """Count one write of ``count`` tick messages; time a live one from its newest tick."""
-        super().on_sent(count, last_ts, replay)
+    def on_sent(self, count: int, last_ts: int | None, replay: bool, writes: int = 1) -> None:
+        """Count ``count`` tick messages in ``writes`` writes; time live ones from the newest."""
+        super().on_sent(count, last_ts, replay, writes)
         if count > 0 and not replay and last_ts is not None:
             seconds = max(0.0, (now_us() - last_ts) / 1e6)
-            self._latency_counts[bisect_left(self.metrics.latency._upper_bounds, seconds)] += 1
-            self._latency_sum += seconds
+            self._latency_counts[bisect_left(self.metrics.latency._upper_bounds, seconds)] += writes
+            self._latency_sum += seconds * writes
 
     def flush(self) -> None:
         """Move the writes counted since the last flush into the Prometheus metrics."""

@@ -48,6 +48,10 @@ def tick(event: Event) -> bytes:
     ).encode()
 
 
+# The last frame of a stream ended by a shutdown: the client reconnects to whoever answers.
+SHUTDOWN_NOTICE = b": shutdown, reconnect\n\n"
+
+
 def retry(milliseconds: int) -> bytes:
     """Tell the client how long to wait before it reconnects."""
     return f"retry: {milliseconds}\n\n".encode()

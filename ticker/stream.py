@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -101,8 +102,11 @@ class Streams:
     def on_close(self) -> None:
         """Note that a stream closed."""
 
-    def on_sent(self, count: int, last_ts: int | None, replay: bool) -> None:
-        """Note ``count`` tick messages written; ``last_ts`` is the newest one's tick time."""
+    def on_sent(self, count: int, last_ts: int | None, replay: bool, writes: int = 1) -> None:
+        """Note ``count`` tick messages written in ``writes`` writes.
+
+        ``last_ts`` is the tick time of the newest message of each write.
+        """
         self.sent += count
         if replay:
             self.replayed += count
@@ -114,6 +118,11 @@ class Streams:
     def on_fallback(self) -> None:
         """Note a stream that fell behind the hub and is served from the log."""
         self.fallbacks += 1
+
+
+def write_timeout(heartbeat: float) -> float:
+    """Return how long a write may block before the client counts as gone."""
+    return max(2.0, 4 * heartbeat)
 
 
 def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -> tuple[bytes, int]:
@@ -146,6 +155,23 @@ def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, b
     return page, False, moved_to >= head
 
 
+class Live:
+    """Where a live stream stands in the log: what it has served and what it last sent.
+
+    ``cursor``: every event of ``symbols`` with ``id <= cursor`` has been sent.
+    ``sent_id``: the last id the client holds (from a message or a keepalive).
+    """
+
+    __slots__ = ("behind", "cursor", "quiet_since", "sent_id", "symbols", "wanted")
+
+    def __init__(self, symbols: Sequence[str], cursor: int = 0) -> None:
+        self.symbols = tuple(symbols)
+        self.wanted = frozenset(symbols)
+        self.cursor = self.sent_id = cursor
+        self.quiet_since = time.monotonic()
+        self.behind = False  # served from the log after falling below the hub
+
+
 def events(
     engine: Engine,
     hub: Hub,
@@ -165,7 +191,9 @@ def events(
     """
     writer = Writer(abort)
     streams.writers.add(writer)
-    messages = _events(engine, hub, symbols, last_id, heartbeat, retry_ms, streams)
+    live = Live(symbols)
+    messages = opened(engine, live, last_id, retry_ms, streams)
+    messages = chain(messages, following(engine, hub, live, heartbeat, streams))
     try:
         yield next(messages)  # the server sends the headers with this first one
         for data in messages:
@@ -177,19 +205,16 @@ def events(
             writer.since = None
     finally:
         streams.writers.discard(writer)
-        messages.close()
 
 
-def _events(
-    engine: Engine,
-    hub: Hub,
-    symbols: Sequence[str],
-    last_id: int | None,
-    heartbeat: float,
-    retry_ms: int,
-    streams: Streams,
-) -> Generator[bytes, None, None]:
-    wanted = frozenset(symbols)
+def opened(
+    engine: Engine, live: Live, last_id: int | None, retry_ms: int, streams: Streams
+) -> Iterator[bytes]:
+    """Yield a new stream's first messages: the retry, then a snapshot, a reset or the replay.
+
+    Leaves ``live`` at the point from which the hub takes over.
+    """
+    symbols = live.symbols
     yield sse.retry(retry_ms)
 
     with engine.connect() as conn:
@@ -207,54 +232,78 @@ def _events(
             streams.on_reset(reason)
         else:
             cursor = last_id
-    sent_id = cursor  # the resume point the client holds
+    live.cursor = live.sent_id = cursor  # the resume point the client holds
 
     if first is not None:
         yield first
     else:
         replayed = 0
         while True:
-            page, reset, caught_up = _page(engine, cursor, symbols)
+            page, reset, caught_up = _page(engine, live.cursor, symbols)
             if page.messages:
                 yield b"".join(page.messages)
-            cursor, sent_id = page.cursor, page.last_id or sent_id
+            live.cursor, live.sent_id = page.cursor, page.last_id or live.sent_id
             if reset:  # retention overtook the replay: the reset says so, then live
                 streams.on_reset("expired")
                 break
             streams.on_sent(len(page.messages), page.last_ts, replay=True)
             replayed += len(page.messages)
             if caught_up:
-                yield sse.message("live", {"replayed": replayed, "head": cursor})
+                yield sse.message("live", {"replayed": replayed, "head": live.cursor})
                 break
+    live.quiet_since = time.monotonic()
 
-    # Pulses come PULSES_PER_HEARTBEAT times a heartbeat; sending the keepalive one
-    # pulse early keeps every silence under the heartbeat.
-    keepalive_after = heartbeat * (1 - 1 / PULSES_PER_HEARTBEAT)
-    quiet_since = time.monotonic()
-    behind = reset = False
-    while not hub.closed:  # on shutdown, end between messages; the client reconnects
-        batch = hub.read(cursor, wanted, PAGE)
+
+def keepalive_after(heartbeat: float) -> float:
+    """Return how long a stream may stay quiet before it sends a keepalive.
+
+    Pulses come ``PULSES_PER_HEARTBEAT`` times a heartbeat; sending the keepalive
+    one pulse early keeps every silence under the heartbeat.
+    """
+    return heartbeat * (1 - 1 / PULSES_PER_HEARTBEAT)
+
+
+def following(
+    engine: Engine,
+    hub: Hub,
+    live: Live,
+    heartbeat: float,
+    streams: Streams,
+    until_idle: bool = False,
+) -> Iterator[bytes]:
+    """Yield a stream's live messages and keepalives, from the hub or, when behind, the log.
+
+    Ends when the hub closes (on shutdown, between messages: the client
+    reconnects), or with ``until_idle`` as soon as the stream is caught up with
+    nothing to send: a ``broadcast.Broadcaster`` serves it from there.
+    """
+    quiet_for = keepalive_after(heartbeat)
+    reset = False
+    while not hub.closed:
+        batch = hub.read(live.cursor, live.wanted, PAGE)
         if batch is None:  # below the hub's floor: this client is slow, serve it from the log
-            if not behind:
+            if not live.behind:
                 streams.on_fallback()
-            behind = True
-            batch, reset, _ = _page(engine, cursor, symbols)
+            live.behind = True
+            batch, reset, _ = _page(engine, live.cursor, live.symbols)
             if reset:
                 streams.on_reset("expired")
         else:
-            behind = False
-        messages, cursor = batch.messages, batch.cursor
+            live.behind = False
+        messages, live.cursor = batch.messages, batch.cursor
         now = time.monotonic()
         if messages:
-            quiet_since = now
+            live.quiet_since = now
             yield messages[0] if len(messages) == 1 else b"".join(messages)
-            if not (behind and reset):
+            if not (live.behind and reset):
                 streams.on_sent(len(messages), batch.last_ts, replay=False)
-            sent_id = batch.last_id or sent_id
+            live.sent_id = batch.last_id or live.sent_id
             continue
-        if now - quiet_since >= keepalive_after:
-            quiet_since = now
-            yield sse.keepalive(cursor if cursor > sent_id else None)
-            sent_id = cursor
+        if now - live.quiet_since >= quiet_for:
+            live.quiet_since = now
+            yield sse.keepalive(live.cursor if live.cursor > live.sent_id else None)
+            live.sent_id = live.cursor
             continue
-        hub.wait(cursor)
+        if until_idle and live.cursor >= hub.head:
+            return
+        hub.wait(live.cursor)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request
 
@@ -21,16 +21,11 @@ from ticker.config import Settings
 from ticker.db import get_engine
 from ticker.hub import Hub
 
+if TYPE_CHECKING:
+    from ticker.broadcast import Broadcaster
+
 bp = Blueprint("views", __name__)
 logger = logging.getLogger(__name__)
-
-# The last frame of a stream ended by a shutdown: the client reconnects to whoever answers.
-SHUTDOWN_NOTICE = b": shutdown, reconnect\n\n"
-
-
-def write_timeout(heartbeat: float) -> float:
-    """Return how long a write may block before the client counts as gone."""
-    return max(2.0, 4 * heartbeat)
 
 
 def _settings() -> Settings:
@@ -88,7 +83,7 @@ def _watched(body: Iterator[bytes], hub: Hub, watch: _Watch) -> Iterator[bytes]:
         yield from body
         watch.ended = "shutdown" if hub.closed else "server"
         if hub.closed:
-            yield SHUTDOWN_NOTICE
+            yield sse.SHUTDOWN_NOTICE
     except Exception as exc:
         if not isinstance(exc, OSError):  # an OSError: a write to the gone client failed
             watch.ended = f"error: {type(exc).__name__}"
@@ -123,39 +118,52 @@ def open_stream() -> Response:
 
     watch = _Watch()
     released = False
+    access = _access_atoms(request_id)
 
     def release() -> None:
         nonlocal released
         if not released:
             released = True
             streams.release()
+            seconds = time.monotonic() - watch.started
             logger.info(
                 "stream closed",
                 extra={
                     "request_id": request_id,
                     "ended": watch.ended,
-                    "seconds": round(time.monotonic() - watch.started, 3),
+                    "seconds": round(seconds, 3),
                     "open": streams.open,
                 },
             )
+            if access is not None:  # gunicorn logs the others; a stream taken over, here
+                access["M"] = round(seconds * 1000)
+                logging.getLogger("gunicorn.access").info("%(r)s %(s)s", access)
+
+    def end(reason: str) -> None:
+        watch.ended = reason
+        release()
 
     try:
         ensure_started(current_app)
         hub: Hub = current_app.extensions["ticker.hub"]
-        body = stream.events(
-            get_engine(),
-            hub,
-            symbols,
-            last_id,
-            settings.heartbeat,
-            retry_ms=random.randint(1000, 5000),
-            streams=streams,
-            abort=wire.aborter(request.environ),
-            send=wire.direct_sender(request.environ),
-        )
+        retry_ms = random.randint(1000, 5000)
+        broadcaster = current_app.extensions.get("ticker.broadcaster")
+        if access is not None and broadcaster is not None:
+            request.environ[wire.TAKEOVER] = _Takeover(broadcaster, symbols, last_id, retry_ms, end)
+        else:
+            body = stream.events(
+                get_engine(),
+                hub,
+                symbols,
+                last_id,
+                settings.heartbeat,
+                retry_ms=retry_ms,
+                streams=streams,
+                abort=wire.aborter(request.environ),
+                send=wire.direct_sender(request.environ),
+            )
     except BaseException:
-        watch.ended = "error"
-        release()
+        end("error")
         raise
     logger.info(
         "stream opened",
@@ -166,6 +174,44 @@ def open_stream() -> Response:
             "open": streams.open,
         },
     )
+    if wire.TAKEOVER in request.environ:
+        return _stream_response(iter(()))  # headers only: the takeover writes the body
     response = _stream_response(_watched(body, hub, watch))
     response.call_on_close(release)
     return response
+
+
+def _access_atoms(request_id: str) -> dict[str, Any] | None:
+    """Return the access-log fields of a stream that can be taken over, else None."""
+    environ = request.environ
+    if request.method != "GET" or not wire.direct(environ):
+        return None
+    return {
+        "h": request.remote_addr or "-",
+        "m": request.method,
+        "U": request.path,
+        "q": environ.get("QUERY_STRING", ""),
+        "r": f"{request.method} {request.full_path.rstrip('?')} {environ['SERVER_PROTOCOL']}",
+        "s": "200",
+        "a": request.user_agent.string or "-",
+        "{x-request-id}o": request_id,
+    }
+
+
+@dataclass
+class _Takeover:
+    """Serve a stream on its socket, taken over from gunicorn (see ``wire.taking_over``)."""
+
+    broadcaster: Broadcaster
+    symbols: list[str]
+    last_id: int | None
+    retry_ms: int
+    end: Callable[[str], None]
+
+    def run(self, client: wire.Client, head: bytes) -> None:
+        """Write the stream until it is caught up; the broadcaster serves it from there."""
+        self.broadcaster.open(client, head, self.symbols, self.last_id, self.retry_ms, self.end)
+
+    def cancel(self) -> None:
+        """Release the stream's slot: an error page went out instead."""
+        self.end("error")

@@ -1,0 +1,251 @@
+"""One writer per process for every live stream that is caught up.
+
+A caught-up stream has nothing to do until the next publish.  Instead of each
+one sleeping in a greenlet of its own and waking to copy the same bytes, the
+broadcaster *parks* it: it keeps the stream's position (``stream.Live``) and
+socket, and on each publish sends every group of streams with the same
+symbols and framing the bytes encoded once for the group, with one
+non-blocking ``send`` per client.  A parked stream costs a few hundred bytes
+and no greenlet.
+
+Invariant: a parked stream's ``cursor`` means what it means everywhere in
+``stream``: every event of its symbols with ``id <= cursor`` has been sent.
+A stream is parked only when its cursor is the hub's head, and the
+broadcaster moves the cursors of a group from its own ``position`` to the end
+of what it read from the hub, only for streams whose cursor was ``position``.
+A stream the broadcaster cannot serve whole (its socket took part of the
+write, its cursor is elsewhere, or the hub no longer holds ``position``)
+leaves the group with the exact bytes the socket did not take; a greenlet of
+its own writes them first, then serves the stream through
+``stream.following`` (the hub, or the log when it is below the hub's floor)
+until it is caught up, and parks it again.  So no message is sent twice or
+skipped.  Only gunicorn's gevent worker runs one (see ``wire.taking_over``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
+
+import gevent
+from sqlalchemy import Engine
+
+from ticker import sse, stream
+from ticker.hub import PULSES_PER_HEARTBEAT, Hub
+from ticker.wire import Client, Stalled
+
+logger = logging.getLogger(__name__)
+
+End = Callable[[str], None]  # told why a stream ended, once
+
+
+class Listener(stream.Live):
+    """A live stream served from outside any request: its position, socket and end."""
+
+    __slots__ = ("client", "end", "group")
+
+    def __init__(self, symbols: Sequence[str], client: Client, end: End) -> None:
+        super().__init__(symbols)
+        self.client = client
+        self.end = end
+        self.group: set[Listener] | None = None
+
+
+class Broadcaster:
+    """Serve the caught-up streams of one process from one greenlet."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        hub: Hub,
+        streams: stream.Streams,
+        heartbeat: float,
+        write_timeout: float,
+    ) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.streams = streams
+        self.heartbeat = heartbeat
+        self.write_timeout = write_timeout
+        self.groups: dict[tuple[frozenset[str], bool], set[Listener]] = {}
+        self.closed = False
+        self._catching_up: set[gevent.Greenlet] = set()
+        self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def parked(self) -> int:
+        """Return how many streams are parked."""
+        return sum(len(group) for group in self.groups.values())
+
+    def start(self) -> None:
+        """Start the broadcasting greenlet."""
+        self._greenlet = gevent.spawn(self._run)
+
+    def open(
+        self,
+        client: Client,
+        head: bytes,
+        symbols: Sequence[str],
+        last_id: int | None,
+        retry_ms: int,
+        end: End,
+    ) -> None:
+        """Serve a new stream in this greenlet until it is caught up, then park it.
+
+        ``head`` is the response's status line and headers, sent with the first message.
+        """
+        listener = Listener(symbols, client, end)
+        messages = chain(
+            stream.opened(self.engine, listener, last_id, retry_ms, self.streams),
+            self._following(listener),
+        )
+        first = client.frame(next(messages))  # the retry: no database read before it
+        self.serve(listener, messages, head + first)
+
+    def serve(self, listener: Listener, messages: Iterator[bytes], pending: bytes = b"") -> None:
+        """Write ``pending``, then ``messages``, to the listener; park it once caught up."""
+        client = listener.client
+        reason = "shutdown"
+        try:
+            if pending:
+                client.send(pending, self.write_timeout)
+            while True:
+                for data in messages:
+                    client.send(client.frame(data), self.write_timeout)
+                if self.hub.closed:
+                    break
+                if self._park(listener):
+                    return
+                messages = self._following(listener)
+        except Stalled:
+            reason = "stalled"
+        except OSError:
+            reason = "client gone"
+        except Exception as exc:
+            logger.exception("stream failed")
+            reason = f"error: {type(exc).__name__}"
+        self._end(listener, reason)
+
+    def close(self) -> None:
+        """End every parked stream with the shutdown notice; give the others a moment to end."""
+        if self.closed:
+            return
+        self.closed = True
+        for group in list(self.groups.values()):
+            for listener in list(group):
+                self._end(listener, "shutdown")
+        gevent.joinall(list(self._catching_up), timeout=self.write_timeout)
+
+    def _following(self, listener: Listener) -> Iterator[bytes]:
+        return stream.following(
+            self.engine, self.hub, listener, self.heartbeat, self.streams, until_idle=True
+        )
+
+    def _park(self, listener: Listener) -> bool:
+        if self.closed or listener.cursor < self.hub.head:
+            return False
+        key = (listener.wanted, listener.client.chunked)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = set()
+        group.add(listener)
+        listener.group = group
+        return True
+
+    def _unpark(self, listener: Listener) -> None:
+        if listener.group is not None:
+            listener.group.discard(listener)
+            listener.group = None
+
+    def _end(self, listener: Listener, reason: str) -> None:
+        """End a stream: cleanly (a shutdown) with the notice, else by closing the socket."""
+        self._unpark(listener)
+        if reason == "shutdown":
+            listener.client.close(sse.SHUTDOWN_NOTICE)
+        else:
+            listener.client.sock.close()
+        listener.end(reason)
+
+    def _hand_back(self, listener: Listener, rest: bytes) -> None:
+        """Serve a stream from a greenlet of its own, starting with the unsent ``rest``."""
+        self._unpark(listener)
+        runner = gevent.spawn(self.serve, listener, self._following(listener), rest)
+        self._catching_up.add(runner)
+        runner.link(self._catching_up.discard)
+
+    def _run(self) -> None:
+        hub = self.hub
+        position = hub.head
+        pulse = self.heartbeat / PULSES_PER_HEARTBEAT
+        scanned = time.monotonic()
+        while not hub.closed:
+            while position < hub.head and not hub.closed:
+                position = self._deliver(position)
+            now = time.monotonic()
+            if now - scanned >= pulse:
+                scanned = now
+                self._keep_alive(now)
+            hub.wait(position)
+        self.close()
+
+    def _deliver(self, position: int) -> int:
+        """Send each group what the hub holds after ``position``; return where that ends."""
+        moved_to = self.hub.head
+        now = time.monotonic()
+        for key, group in list(self.groups.items()):
+            if not group:
+                del self.groups[key]
+                continue
+            batch = self.hub.read(position, key[0], stream.PAGE)
+            if batch is None:  # the hub no longer holds position: these streams read the log
+                for listener in list(group):
+                    self._hand_back(listener, b"")
+                continue
+            moved_to = batch.cursor  # the same for every group: reads differ only in symbols
+            payload = b"".join(batch.messages)
+            if payload:
+                payload = b"%X\r\n%b\r\n" % (len(payload), payload) if key[1] else payload
+            sent = 0
+            for listener in list(group):
+                if listener.cursor != position:  # parked after this publish: catch up alone
+                    self._hand_back(listener, b"")
+                    continue
+                listener.cursor = batch.cursor
+                if not payload:
+                    continue
+                try:
+                    took = listener.client.send_now(payload)
+                except OSError:
+                    self._end(listener, "client gone")
+                    continue
+                listener.sent_id = batch.last_id or listener.sent_id
+                listener.quiet_since = now
+                if took < len(payload):  # a slow reader: the rest, then the hub or log, alone
+                    self._hand_back(listener, payload[took:])
+                else:
+                    sent += 1
+            if sent:
+                self.streams.on_sent(len(batch.messages) * sent, batch.last_ts, False, writes=sent)
+        return moved_to
+
+    def _keep_alive(self, now: float) -> None:
+        """Send a keepalive to every parked stream quiet for long enough."""
+        quiet_for = stream.keepalive_after(self.heartbeat)
+        for group in list(self.groups.values()):
+            for listener in list(group):
+                if now - listener.quiet_since < quiet_for:
+                    continue
+                cursor = listener.cursor
+                message = sse.keepalive(cursor if cursor > listener.sent_id else None)
+                data = listener.client.frame(message)
+                try:
+                    took = listener.client.send_now(data)
+                except OSError:
+                    self._end(listener, "client gone")
+                    continue
+                listener.quiet_since = now
+                listener.sent_id = cursor
+                if took < len(data):
+                    self._hand_back(listener, data[took:])
