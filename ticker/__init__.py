@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         engine,
         hub,
         settings.poll_interval,
+        symbols=settings.symbols,
         pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
         on_pulse=lambda: streams.on_pulse(stream.write_timeout(settings.heartbeat)),
     )

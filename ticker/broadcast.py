@@ -98,7 +98,7 @@ class Broadcaster:
         """
         listener = Listener(symbols, client, end)
         messages = chain(
-            stream.opened(self.engine, listener, last_id, retry_ms, self.streams),
+            stream.opened(self.engine, self.hub, listener, last_id, retry_ms, self.streams),
             self._following(listener),
         )
         first = client.frame(next(messages))  # the retry: no database read before it

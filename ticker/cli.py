@@ -181,10 +181,11 @@ def loadtest(
 
     Exits 1 when any client lost, duplicated or reordered a tick.
     """
-    import asyncio
     import json
     import resource
     import urllib.request
+
+    import uvloop
 
     from ticker import loadtest as load
 
@@ -196,7 +197,7 @@ def loadtest(
             chosen = [row["symbol"] for row in json.load(answer)["symbols"]]
     sources = [a.strip() for a in source_addresses.split(",") if a.strip()]
     try:
-        report = asyncio.run(
+        report = uvloop.run(
             load.run(
                 url,
                 clients,

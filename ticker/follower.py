@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
@@ -42,11 +42,13 @@ class Follower:
         engine: Engine,
         hub: Hub,
         poll_interval: float,
+        symbols: Sequence[str] = (),
         pulse_interval: float = 1.0,
         on_pulse: Callable[[], object] = lambda: None,
     ) -> None:
         self.engine = engine
         self.hub = hub
+        self.symbols = tuple(symbols)  # whose newest event the hub keeps for snapshots
         self.pulse_interval = pulse_interval
         self.on_pulse = on_pulse
         self.listens = engine.dialect.name == "postgresql"
@@ -67,8 +69,10 @@ class Follower:
         with self._lock:
             if self._thread is not None:
                 return
-            self.position = log.head(self.engine)
-            self.hub.restart(self.position)
+            with self.engine.connect() as conn:
+                self.position = log.position(conn).head
+                latest = log.latest(conn, self.symbols, upto=self.position)
+            self.hub.restart(self.position, latest)
             self._thread = threading.Thread(target=self._run, name="ticker-follower", daemon=True)
             self._thread.start()
             if self.listens:
@@ -88,7 +92,8 @@ class Follower:
         with self.engine.connect() as conn:
             events = log.read_after(conn, self.position, None, PAGE)
         if events:
-            self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events])
+            latest = {e.symbol: e for e in events}  # the last one of each symbol wins
+            self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events], latest)
             self.position = events[-1].id
         return len(events)
 

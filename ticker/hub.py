@@ -8,6 +8,9 @@ with ``cursor < floor`` the hub answers ``None`` and the stream reads the log
 instead.  Nothing is queued per stream, so a slow reader costs no memory: it
 just falls below ``floor`` and catches up from the log.
 
+Once the follower has started it, the hub also knows the newest event of each
+tracked symbol as of ``head``, so a new stream's snapshot needs no query.
+
 Pure: no Flask, no database.  ``threading`` primitives become greenlet-aware
 when gevent has patched them, so the same code serves threads and greenlets.
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from ticker.events import Event
 
 PULSES_PER_HEARTBEAT = 4  # how often the follower pulses the hub, per heartbeat
 
@@ -44,20 +49,42 @@ class Hub:
         self._symbols: list[str] = []
         self._ts: list[int] = []
         self._messages: list[bytes] = []
+        self._latest: dict[str, Event] | None = None  # known once restarted
         self._lock = threading.Lock()
         self._changed = threading.Event()
 
-    def restart(self, position: int) -> None:
-        """Forget everything and hold events from ``position`` on."""
+    def restart(self, position: int, latest: Iterable[Event] = ()) -> None:
+        """Forget everything and hold events from ``position`` on.
+
+        ``latest``: the newest event with ``id <= position`` of each tracked symbol.
+        """
         with self._lock:
             self._ids, self._symbols, self._ts, self._messages = [], [], [], []
             self.floor = self.head = position
+            self._latest = {e.symbol: e for e in latest}
 
-    def publish(self, items: Sequence[tuple[int, str, int, bytes]]) -> None:
-        """Append ``(id, symbol, ts, message)`` items that follow ``head``; wake the waiters."""
+    def snapshot(self, symbols: Sequence[str]) -> tuple[int, list[Event]] | None:
+        """Return ``head`` and the newest event of each of ``symbols`` that has one, if known."""
+        with self._lock:
+            if self._latest is None:
+                return None
+            latest = self._latest
+            return self.head, [latest[s] for s in symbols if s in latest]
+
+    def publish(
+        self,
+        items: Sequence[tuple[int, str, int, bytes]],
+        latest: Mapping[str, Event] | None = None,
+    ) -> None:
+        """Append ``(id, symbol, ts, message)`` items that follow ``head``; wake the waiters.
+
+        ``latest`` holds the newest of those events per symbol, for snapshots.
+        """
         if not items:
             return
         with self._lock:
+            if latest and self._latest is not None:
+                self._latest.update((s, e) for s, e in latest.items() if e.id > self.head)
             for id, symbol, ts, message in items:
                 if id <= self.head:
                     continue

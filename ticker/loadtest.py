@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from ticker.events import format_ts
@@ -62,36 +62,70 @@ class _Stamp:
         return value
 
 
-async def _open(
-    host: str, port: int, path: str, source: str | None, headers: str = ""
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    local = (source, 0) if source else None
-    reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=2**20)
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
-    writer.write(f"{request}{headers}\r\n".encode())
-    status = await reader.readline()
-    if b" 200 " not in status:
-        writer.close()
-        raise ConnectionError(status.decode(errors="replace").strip())
-    chunked = False
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
-        if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
-            chunked = True
-    if not chunked:
-        raise ConnectionError("expected a chunked event stream")
-    return reader, writer
+class _Receiver(asyncio.Protocol):
+    """One stream's connection: check the response head, then unframe its chunks into frames.
 
+    A protocol rather than asyncio streams: one callback per read instead of
+    several awaits per chunk keeps one load process ahead of 100,000 events a
+    second.
+    """
 
-async def _chunks(reader: asyncio.StreamReader) -> Any:
-    while True:
-        size = int((await reader.readline()).strip() or b"0", 16)
-        if size == 0:
-            return
-        data = await reader.readexactly(size + 2)
-        yield data[:-2]
+    def __init__(self, request: bytes, client: Client, stamp: _Stamp) -> None:
+        loop = asyncio.get_running_loop()
+        self.request = request
+        self.client = client
+        self.stamp = stamp
+        self.head: asyncio.Future[None] = loop.create_future()  # the response head was a stream
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.in_body = False
+        self.buffer = b""  # received, not yet unframed
+        self.pending = b""  # unframed, not yet a whole frame
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+
+    def _refuse(self, reason: str) -> None:
+        if not self.head.done():
+            self.head.set_exception(ConnectionError(reason))
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        if not self.in_body:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            head, buffer = buffer[:end].lower(), buffer[end + 4 :]
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                return self._refuse(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+            if b"\r\ntransfer-encoding: chunked" not in head:
+                return self._refuse("expected a chunked event stream")
+            self.in_body = True
+            self.head.set_result(None)
+        pos, body = 0, []
+        while (eol := buffer.find(b"\r\n", pos)) >= 0:
+            size = int(buffer[pos:eol], 16)
+            if size == 0:  # the server ended the stream
+                self.transport.close()
+                break
+            if eol + size + 4 > len(buffer):
+                break
+            body.append(buffer[eol + 2 : eol + 2 + size])
+            pos = eol + size + 4
+        self.buffer = buffer[pos:]
+        if body:
+            pending = self.pending + b"".join(body)
+            cut = pending.rfind(b"\n\n")
+            if cut >= 0:
+                _frames(self.client, pending[: cut + 2], time.time(), self.stamp)
+                pending = pending[cut + 2 :]
+            self.pending = pending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._refuse(str(exc) if exc else "closed before the response")
+        self.closed.set_result(None)
 
 
 async def _client(
@@ -104,27 +138,24 @@ async def _client(
     connected: list[int],
 ) -> None:
     path = "/stream?symbols=" + ",".join(client.symbols)
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    local = (source, 0) if source else None
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await _open(host, port, path, source)
+        transport, receiver = await loop.create_connection(
+            lambda: _Receiver(request.encode(), client, stamp), host, port, local_addr=local
+        )
+        await receiver.head
     except (OSError, ConnectionError) as exc:
         client.error = str(exc) or type(exc).__name__
         return
     connected[0] += 1
-    pending = b""
     try:
-        async for chunk in _chunks(reader):
-            pending += chunk
-            cut = pending.rfind(b"\n\n")
-            if cut >= 0:
-                _frames(client, pending[: cut + 2], time.time(), stamp)
-                pending = pending[cut + 2 :]
-            if stop.is_set():
-                break
-    except (OSError, asyncio.IncompleteReadError) as exc:
+        await receiver.closed
         if not stop.is_set():
-            client.error = str(exc) or type(exc).__name__
+            client.error = "the server ended the stream"
     finally:
-        writer.close()
+        transport.close()
 
 
 # Whole frames are scanned with regular expressions rather than line by line,

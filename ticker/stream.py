@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from ticker import log, sse
+from ticker.events import Event
 from ticker.hub import PULSES_PER_HEARTBEAT, Batch, Hub
 
 PAGE = 1000
@@ -125,12 +126,19 @@ def write_timeout(heartbeat: float) -> float:
     return max(2.0, 4 * heartbeat)
 
 
-def opening(conn: Connection, symbols: Sequence[str], kind: str, **extra: Any) -> tuple[bytes, int]:
+def opening(
+    conn: Connection, symbols: Sequence[str], kind: str, head: int | None = None, **extra: Any
+) -> tuple[bytes, int]:
     """Encode a ``snapshot`` or ``reset`` message and return it with the head it names."""
-    position = log.position(conn)
-    ticks = [e.to_dict() for e in log.latest(conn, symbols, upto=position.head)]
-    body = {**extra, "head": position.head, "ticks": ticks}
-    return sse.message(kind, body, id=position.head), position.head
+    if head is None:
+        head = log.position(conn).head
+    return opening_message(kind, head, log.latest(conn, symbols, upto=head), **extra), head
+
+
+def opening_message(kind: str, head: int, latest: Sequence[Event], **extra: Any) -> bytes:
+    """Encode a ``snapshot`` or ``reset`` message: ``head`` and the newest tick per symbol."""
+    body = {**extra, "head": head, "ticks": [e.to_dict() for e in latest]}
+    return sse.message(kind, body, id=head)
 
 
 def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, bool, bool]:
@@ -192,7 +200,7 @@ def events(
     writer = Writer(abort)
     streams.writers.add(writer)
     live = Live(symbols)
-    messages = opened(engine, live, last_id, retry_ms, streams)
+    messages = opened(engine, hub, live, last_id, retry_ms, streams)
     messages = chain(messages, following(engine, hub, live, heartbeat, streams))
     try:
         yield next(messages)  # the server sends the headers with this first one
@@ -208,7 +216,12 @@ def events(
 
 
 def opened(
-    engine: Engine, live: Live, last_id: int | None, retry_ms: int, streams: Streams
+    engine: Engine,
+    hub: Hub,
+    live: Live,
+    last_id: int | None,
+    retry_ms: int,
+    streams: Streams,
 ) -> Iterator[bytes]:
     """Yield a new stream's first messages: the retry, then a snapshot, a reset or the replay.
 
@@ -217,21 +230,26 @@ def opened(
     symbols = live.symbols
     yield sse.retry(retry_ms)
 
-    with engine.connect() as conn:
-        position = log.position(conn)
-        first: bytes | None = None
-        reason = None
-        if last_id is not None and last_id > position.head:
-            reason = "ahead"
-        elif last_id is not None and last_id < position.pruned_through:
-            reason = "expired"
-        if last_id is None:
-            first, cursor = opening(conn, symbols, "snapshot")
-        elif reason is not None:
-            first, cursor = opening(conn, symbols, "reset", reason=reason)
-            streams.on_reset(reason)
-        else:
-            cursor = last_id
+    known = hub.snapshot(symbols) if last_id is None else None
+    if known is not None:  # the hub's head and newest ticks: no query
+        cursor, latest = known
+        first: bytes | None = opening_message("snapshot", cursor, latest)
+    else:
+        with engine.connect() as conn:
+            position = log.position(conn)
+            first = None
+            reason = None
+            if last_id is not None and last_id > position.head:
+                reason = "ahead"
+            elif last_id is not None and last_id < position.pruned_through:
+                reason = "expired"
+            if last_id is None:
+                first, cursor = opening(conn, symbols, "snapshot", position.head)
+            elif reason is not None:
+                first, cursor = opening(conn, symbols, "reset", position.head, reason=reason)
+                streams.on_reset(reason)
+            else:
+                cursor = last_id
     live.cursor = live.sent_id = cursor  # the resume point the client holds
 
     if first is not None:
