@@ -297,6 +297,19 @@ def whole_machine(tmp: Path, streams: int, workers: int, processes: int) -> dict
     }
 
 
+def machine_speed() -> str:
+    """Time a plain Python loop on each core: this VM's speed drifts from day to day."""
+    loop = "import time\nt = time.perf_counter()\nfor _ in range(5_000_000): pass\n"
+    loop += "print(round((time.perf_counter() - t) / 5_000_000 * 1e9, 1))"
+    speeds = []
+    for core in ("0", "1"):
+        out = subprocess.run(
+            ["taskset", "-c", core, PY, "-c", loop], capture_output=True, text=True
+        )
+        speeds.append(f"core {core} {out.stdout.strip()} ns")
+    return "empty Python loop per iteration: " + ", ".join(speeds)
+
+
 def show(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n## {title}\n")
     if not rows:
@@ -322,6 +335,7 @@ def main() -> None:
     print(
         f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {platform.system()}"
     )
+    print(machine_speed())
     tmp = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
     try:
         if "fanout" in only:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from ticker.events import Event
 from ticker.hub import Batch, Hub
 
 
@@ -188,3 +189,17 @@ def test_a_batch_carries_the_tick_time_of_its_last_message() -> None:
     everything = hub.read(0, None)
     assert mine is not None and mine.last_ts == 3000
     assert everything is not None and everything.last_ts == 4000
+
+
+def test_snapshot_is_the_newest_event_per_symbol_and_only_at_the_hubs_head() -> None:
+    hub = Hub()
+    assert hub.snapshot(["BTC-USD"], 0) is None  # not started: the stream asks the log
+    btc, aapl = Event(3, "BTC-USD", "1.5", 30), Event(5, "AAPL", "230", 50)
+    hub.restart(5, [btc, aapl])
+    assert hub.snapshot(["BTC-USD", "AAPL", "MSFT"], 5) == [btc, aapl]
+
+    newer = {"BTC-USD": Event(6, "BTC-USD", "1.6", 60), "AAPL": Event(7, "AAPL", "231", 70)}
+    hub.publish([item(6), item(7, "AAPL")], newer)
+    assert hub.snapshot(["AAPL", "BTC-USD"], 7) == [newer["AAPL"], newer["BTC-USD"]]
+    # The log's head is not the hub's (the follower is behind): no snapshot from here.
+    assert hub.snapshot(["BTC-USD"], 8) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, inspect, text
 
 from ticker import log
 from ticker.cli import alembic_config
@@ -76,24 +76,20 @@ def test_the_symbol_id_index_exists_and_serves_reads_after_an_id(
     assert indexes.get("ix_ticks_symbol_id") == ["symbol", "id"]
     log.append(engine, [Tick(s, "1", 0) for s in ["AAPL", "BTC-USD", "MSFT"] * 50])
 
-    # Capture the SQL the log really sends for "these symbols after id N", then ask
-    # SQLite how it would run it.
-    captured: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            captured.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with engine.connect() as conn:
+    # Capture the SQL the log really sends for "these symbols after id N" (on the
+    # driver's cursor, with its values filled in), then ask SQLite how it would run it.
+    captured: list[str] = []
+    with engine.connect() as conn:
+        driver = conn.connection.dbapi_connection
+        driver.set_trace_callback(captured.append)  # type: ignore[union-attr]
+        try:
             found = log.read_after(conn, 10, ["AAPL", "MSFT"], 1000)
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
+        finally:
+            driver.set_trace_callback(None)  # type: ignore[union-attr]
     assert [e.id for e in found] == [i for i in range(11, 151) if i % 3 != 2]
-    ((statement, parameters),) = captured
+    (statement,) = [s for s in captured if s.lstrip().upper().startswith("SELECT")]
     assert " IN " in statement.upper()
     with engine.connect() as conn:
-        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
     details = " | ".join(str(row[-1]) for row in plan)
     assert "ix_ticks_symbol_id (symbol=? AND id>?)" in details, details

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -379,3 +380,59 @@ def test_a_client_that_stops_reading_is_disconnected_and_frees_its_slot(
             time.sleep(0.2)
     finally:
         stalled.close()
+
+
+def _read_until(sock: socket.socket, marker: bytes, got: bytes = b"") -> bytes:
+    deadline = time.monotonic() + 10
+    while marker not in got:
+        assert time.monotonic() < deadline, f"no {marker!r} in {got[-300:]!r}"
+        data = sock.recv(65536)
+        assert data, f"the server closed before {marker!r}"
+        got += data
+    return got
+
+
+def _unchunk(body: bytes) -> bytes:
+    plain = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        plain, body = plain + rest[:n], rest[n + 2 :]
+        assert rest[n : n + 2] in (b"\r\n", b""), "a chunk did not end where its size said"
+    return plain
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_a_stream_owns_its_connection_chunked_only_for_http11(
+    serve: Callable[..., Server], version: str
+) -> None:
+    server = serve(workers=1, **QUIET)
+    head = server.post_ticks([{"symbol": "BTC-USD", "price": "1.5"}])[0]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET /stream?symbols=BTC-USD {version}\r\nHost: t\r\n\r\n".encode())
+        got = _read_until(sock, b"event: snapshot")
+        posted = server.post_ticks([{"symbol": "BTC-USD", "price": "1.6"}])[0]
+        got = _read_until(sock, f'"id":{posted},'.encode(), got)
+        got = _read_until(sock, b"\n\n" + (b"\r\n" if version == "HTTP/1.1" else b""), got)
+    head_bytes, _, body = got.partition(b"\r\n\r\n")
+    lines = head_bytes.decode().lower().split("\r\n")
+    assert lines[0] == "http/1.1 200 ok"
+    assert "connection: close" in lines
+    assert "content-type: text/event-stream; charset=utf-8" in lines
+    assert not any(line.startswith("content-length") for line in lines)
+    if version == "HTTP/1.1":
+        assert "transfer-encoding: chunked" in lines
+        body = _unchunk(body)
+    else:
+        assert not any(line.startswith("transfer-encoding") for line in lines)
+    frames = [f for f in body.decode().split("\n\n") if f]
+    assert frames[0].startswith("retry: ")
+    assert frames[1].startswith(f"id: {head}\nevent: snapshot\n")
+    assert frames[2] == (
+        f"id: {posted}\nevent: tick\n"
+        f'data: {{"id":{posted},"symbol":"BTC-USD","price":"1.6","ts":"{_ts(frames[2])}"}}'
+    )
+
+
+def _ts(frame: str) -> str:
+    return frame.rsplit('"ts":"', 1)[1].split('"', 1)[0]

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PRICE_RE = re.compile(r"^(?:0|[1-9]\d{0,19})(?:\.\d{1,18})?$")
@@ -27,9 +27,12 @@ class Tick:
     ts: int  # microseconds since the epoch, UTC
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A tick in the log; ``id`` is its position there."""
+class Event(NamedTuple):
+    """A tick in the log; ``id`` is its position there.
+
+    A named tuple rather than a dataclass: replay builds hundreds of thousands
+    a second straight from database rows.
+    """
 
     id: int
     symbol: str

@@ -63,13 +63,13 @@ class Hub:
             self.floor = self.head = position
             self._latest = {e.symbol: e for e in latest}
 
-    def snapshot(self, symbols: Sequence[str]) -> tuple[int, list[Event]] | None:
-        """Return ``head`` and the newest event of each of ``symbols`` that has one, if known."""
+    def snapshot(self, symbols: Sequence[str], head: int) -> list[Event] | None:
+        """Return the newest event of each of ``symbols`` as of ``head``, if the hub is there."""
         with self._lock:
-            if self._latest is None:
+            if self._latest is None or self.head != head:
                 return None
             latest = self._latest
-            return self.head, [latest[s] for s in symbols if s in latest]
+            return [latest[s] for s in symbols if s in latest]
 
     def publish(
         self,

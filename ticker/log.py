@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -79,8 +79,8 @@ class Position:
 
 
 def _state(conn: Connection, name: str) -> int:
-    value = conn.scalar(select(LogState.value).where(LogState.name == name))
-    return int(value or 0)
+    rows = _driver_rows(conn, "SELECT value FROM log_state WHERE name = ?", (name,))
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def pruned_through(conn: Connection) -> int:
@@ -95,7 +95,7 @@ def position(conn: Connection) -> Position:
     each statement sees its own snapshot, and in this order a prune that
     empties the table in between still leaves ``head`` where it was.
     """
-    newest = conn.scalar(select(func.max(ticks.c.id))) or 0
+    newest = _driver_rows(conn, "SELECT max(id) FROM ticks", ())[0][0] or 0
     pruned = pruned_through(conn)
     return Position(head=max(int(newest), pruned), pruned_through=pruned)
 
@@ -130,6 +130,24 @@ def _events(rows: Iterable[Sequence[object]]) -> list[Event]:
     return [Event(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]  # type: ignore[call-overload]
 
 
+def _driver_rows(conn: Connection, sql: str, params: Sequence[object]) -> list[Any]:
+    """Run ``sql`` (``?`` placeholders) on the driver's own cursor and return its rows.
+
+    For the reads that replay and the follower repeat thousands of times a
+    second: SQLAlchemy's statement cache keys and row objects cost more than
+    the query itself there.  The columns come back as the driver gives them
+    (int, str), which is what an ``Event`` holds.
+    """
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def read_after(
     conn: Connection,
     after: int,
@@ -138,12 +156,16 @@ def read_after(
     upto: int | None = None,
 ) -> list[Event]:
     """Return up to ``limit`` events with ``after < id [<= upto]`` of ``symbols``, by id."""
-    query = select(*_COLUMNS).where(ticks.c.id > after)
+    sql = "SELECT id, symbol, price, ts FROM ticks WHERE id > ?"
+    params: list[object] = [after]
     if upto is not None:
-        query = query.where(ticks.c.id <= upto)
+        sql += " AND id <= ?"
+        params.append(upto)
     if symbols is not None:
-        query = query.where(ticks.c.symbol.in_(symbols))
-    return _events(conn.execute(query.order_by(ticks.c.id).limit(limit)))
+        sql += f" AND symbol IN ({', '.join('?' * len(symbols))})"
+        params.extend(symbols)
+    params.append(limit)
+    return list(map(Event._make, _driver_rows(conn, sql + " ORDER BY id LIMIT ?", params)))
 
 
 def read_before(conn: Connection, symbol: str, after: int, before: int, limit: int) -> list[Event]:

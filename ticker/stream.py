@@ -141,22 +141,33 @@ def opening_message(kind: str, head: int, latest: Sequence[Event], **extra: Any)
     return sse.message(kind, body, id=head)
 
 
-def _page(engine: Engine, cursor: int, symbols: Sequence[str]) -> tuple[Batch, bool, bool]:
-    """Read the log's next page after ``cursor``.
+def _page(engine: Engine, live: Live) -> tuple[Batch, bool, bool]:
+    """Read the log's next page after ``live.cursor``, and size the next page's id window.
 
     Returns the page, whether it is a reset instead, and whether it reached the head.
     """
+    cursor, symbols = live.cursor, live.symbols
     with engine.connect() as conn:
-        head = log.position(conn).head
+        if cursor + live.window > live.head:  # the page may reach the head last seen
+            live.head = log.position(conn).head
+        head = live.head
         # A bounded id range keeps each page's scan short whatever plan the
-        # database picks (PostgreSQL may sort every later row of the symbols).
-        upto = min(head, cursor + WINDOW)
+        # database picks (PostgreSQL may read every id of the range, then sort).
+        # The range follows how dense the stream's symbols are in the log: a
+        # full page shrinks it to about what that page spanned, a short one
+        # widens it, up to WINDOW.
+        upto = min(head, cursor + live.window)
         found = log.read_after(conn, cursor, symbols, PAGE, upto=upto)
         # Checked after the read: a prune racing it shows up here, never as a gap.
         if cursor < log.pruned_through(conn):
             message, head = opening(conn, symbols, "reset", reason="expired")
             return Batch([message], head, head), True, True
-    moved_to = found[-1].id if len(found) == PAGE else upto
+    full = len(found) == PAGE
+    moved_to = found[-1].id if full else upto
+    if full:
+        live.window = min(max(PAGE, (moved_to - cursor) * 5 // 4), WINDOW)
+    elif moved_to < head:
+        live.window = min(live.window * 4, WINDOW)
     if not found:
         return Batch([], moved_to, None), False, moved_to >= head
     page = Batch([sse.tick(e) for e in found], moved_to, found[-1].id, found[-1].ts)
@@ -170,7 +181,16 @@ class Live:
     ``sent_id``: the last id the client holds (from a message or a keepalive).
     """
 
-    __slots__ = ("behind", "cursor", "quiet_since", "sent_id", "symbols", "wanted")
+    __slots__ = (
+        "behind",
+        "cursor",
+        "head",
+        "quiet_since",
+        "sent_id",
+        "symbols",
+        "wanted",
+        "window",
+    )
 
     def __init__(self, symbols: Sequence[str], cursor: int = 0) -> None:
         self.symbols = tuple(symbols)
@@ -178,6 +198,8 @@ class Live:
         self.cursor = self.sent_id = cursor
         self.quiet_since = time.monotonic()
         self.behind = False  # served from the log after falling below the hub
+        self.window = 2 * PAGE  # how many ids the next page of the log may scan
+        self.head = 0  # the log's head when last read (it never moves back)
 
 
 def events(
@@ -230,13 +252,15 @@ def opened(
     symbols = live.symbols
     yield sse.retry(retry_ms)
 
-    known = hub.snapshot(symbols) if last_id is None else None
-    if known is not None:  # the hub's head and newest ticks: no query
-        cursor, latest = known
-        first: bytes | None = opening_message("snapshot", cursor, latest)
-    else:
-        with engine.connect() as conn:
-            position = log.position(conn)
+    with engine.connect() as conn:
+        position = log.position(conn)
+        # When this process's hub has caught up with the log, it holds the newest
+        # tick of each symbol: the snapshot needs no further query.
+        known = hub.snapshot(symbols, position.head) if last_id is None else None
+        if known is not None:
+            first: bytes | None = opening_message("snapshot", position.head, known)
+            cursor = position.head
+        else:
             first = None
             reason = None
             if last_id is not None and last_id > position.head:
@@ -251,13 +275,14 @@ def opened(
             else:
                 cursor = last_id
     live.cursor = live.sent_id = cursor  # the resume point the client holds
+    live.head = position.head
 
     if first is not None:
         yield first
     else:
         replayed = 0
         while True:
-            page, reset, caught_up = _page(engine, live.cursor, symbols)
+            page, reset, caught_up = _page(engine, live)
             if page.messages:
                 yield b"".join(page.messages)
             live.cursor, live.sent_id = page.cursor, page.last_id or live.sent_id
@@ -303,7 +328,7 @@ def following(
             if not live.behind:
                 streams.on_fallback()
             live.behind = True
-            batch, reset, _ = _page(engine, live.cursor, live.symbols)
+            batch, reset, _ = _page(engine, live)
             if reset:
                 streams.on_reset("expired")
         else:
