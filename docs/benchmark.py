@@ -274,7 +274,7 @@ def whole_machine(tmp: Path, streams: int, workers: int, processes: int) -> dict
                     rate=1,
                     duration=10,
                     source_addresses=f"127.0.0.{2 + 2 * n},127.0.0.{3 + 2 * n}",
-                    connect_rate=2000,
+                    connect_rate=250,  # 1,000 new streams a second in all
                 )
             )
 

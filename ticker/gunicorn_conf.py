@@ -22,6 +22,9 @@ worker_connections = 19000  # the per-process file limit here is 20,000
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
+# Reconnect storms (a deploy, a network blip) arrive faster than streams open:
+# queue up to the kernel's usual somaxconn cap rather than drop.
+backlog = 4096
 accesslog = None
 control_socket_disable = True  # several instances may run side by side
 # gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
