@@ -181,12 +181,19 @@ class Broadcaster:
         pulse = self.heartbeat / PULSES_PER_HEARTBEAT
         scanned = time.monotonic()
         while not hub.closed:
-            while position < hub.head and not hub.closed:
-                position = self._deliver(position)
-            now = time.monotonic()
-            if now - scanned >= pulse:
-                scanned = now
-                self._keep_alive(now)
+            try:
+                while position < hub.head and not hub.closed:
+                    position = self._deliver(position)
+                now = time.monotonic()
+                if now - scanned >= pulse:
+                    scanned = now
+                    self._keep_alive(now)
+            except Exception:  # one stream's trouble must not stop every stream's ticks
+                logger.exception("broadcast round failed; carrying on")
+                position = hub.head
+                for group in list(self.groups.values()):
+                    for listener in list(group):  # each catches up on its own, from its cursor
+                        self._hand_back(listener, b"")
             hub.wait(position)
         self.close()
 

@@ -179,7 +179,11 @@ def taking_over(app: WSGIApp) -> WSGIApp:
         from gunicorn.workers.base_async import ALREADY_HANDLED
 
         theirs = environ["gunicorn.socket"]
-        ours = _socket.socket(fileno=os.dup(theirs.fileno()))
+        try:
+            ours = _socket.socket(fileno=os.dup(theirs.fileno()))
+        except OSError:  # out of file descriptors: the stream never starts
+            takeover.cancel()
+            raise
         ours.setblocking(False)
         with contextlib.suppress(OSError):
             theirs.shutdown(socket.SHUT_RD)
