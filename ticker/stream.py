@@ -7,7 +7,8 @@ is sent twice or skipped:
 
 - opening: with no last id, or one the log cannot resume (reset), the stream
   sends the latest tick of each symbol and sets the cursor to the head read in
-  the same snapshot; otherwise the cursor is the client's last id;
+  the same snapshot (the hub's, when the hub stands at the log's head);
+  otherwise the cursor is the client's last id;
 - replay: pages of the log up to the head of each page's snapshot, then the
   ``live`` marker;
 - live: the hub serves everything after the cursor; when the cursor is below
@@ -15,7 +16,9 @@ is sent twice or skipped:
   page by page, until the stream is back within the hub.
 
 No database connection is held between these reads, so idle streams cost no
-connection from the pool.  Flask-free: the view in ``views`` wraps it.
+connection from the pool.  Under gunicorn's gevent worker, a caught-up stream
+leaves this loop (``following(until_idle=True)``) and ``broadcast`` serves it
+with the same cursor.  Flask-free: the view in ``views`` wraps it.
 """
 
 from __future__ import annotations
