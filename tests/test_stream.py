@@ -103,11 +103,16 @@ def test_fresh_connect_gets_snapshot_at_head_then_live_ticks(serve: Callable[...
     assert live[0].json()["ts"].endswith("Z")
 
 
-@pytest.mark.parametrize("how", ["header", "query", "header-wins"])
+# With the default hub the replay comes from the hub; with a hub of 200 events
+# it starts in the log and crosses into the hub.
+@pytest.mark.parametrize(
+    ("how", "hub_capacity"),
+    [("header", 20000), ("query", 20000), ("header-wins", 20000), ("header", 200)],
+)
 def test_replay_then_live_matches_the_log_under_concurrent_writes(
-    serve: Callable[..., Server], how: str
+    serve: Callable[..., Server], how: str, hub_capacity: int
 ) -> None:
-    server = serve(heartbeat=0.5, **QUIET)
+    server = serve(heartbeat=0.5, hub_capacity=hub_capacity, **QUIET)
     chosen = ["BTC-USD", "AAPL"]
     before = server.post_ticks(
         [{"symbol": SYMBOLS[i % 3], "price": f"{i + 1}.5"} for i in range(3000)]

@@ -63,6 +63,11 @@ class Hub:
             self.floor = self.head = position
             self._latest = {e.symbol: e for e in latest}
 
+    @property
+    def started(self) -> bool:
+        """Tell whether the follower has started the hub (until then it holds nothing)."""
+        return self._latest is not None
+
     def snapshot(self, symbols: Sequence[str], head: int) -> list[Event] | None:
         """Return the newest event of each of ``symbols`` as of ``head``, if the hub is there."""
         with self._lock:
