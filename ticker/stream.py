@@ -287,8 +287,11 @@ def opened(
         replayed = 0
         while True:
             # What the hub still holds needs no query: after a deploy or a blip,
-            # reconnecting clients are mostly a few seconds behind.
-            held = hub.read(live.cursor, live.wanted, PAGE) if hub.started else None
+            # reconnecting clients are mostly a few seconds behind.  Only once the
+            # hub has reached the log's head as read at the opening, though: the
+            # replay covers at least up to it, as the ``live`` marker promises.
+            in_hub = hub.started and hub.head >= live.head
+            held = hub.read(live.cursor, live.wanted, PAGE) if in_hub else None
             if held is not None:
                 page, reset, caught_up = held, False, held.cursor >= hub.head
             else:
