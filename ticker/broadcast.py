@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 
 from ticker import sse, stream
 from ticker.hub import PULSES_PER_HEARTBEAT, Hub
-from ticker.wire import Client, Stalled
+from ticker.wire import Client, Stalled, chunk
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Broadcaster:
             moved_to = batch.cursor  # the same for every group: reads differ only in symbols
             payload = b"".join(batch.messages)
             if payload:
-                payload = b"%X\r\n%b\r\n" % (len(payload), payload) if key[1] else payload
+                payload = chunk(payload) if key[1] else payload
             sent = 0
             for listener in list(group):
                 if listener.cursor != position:  # parked after this publish: catch up alone
@@ -242,17 +242,14 @@ class Broadcaster:
         quiet_for = stream.keepalive_after(self.heartbeat)
         for group in list(self.groups.values()):
             for listener in list(group):
-                if now - listener.quiet_since < quiet_for:
+                message = listener.keepalive(now, quiet_for)
+                if message is None:
                     continue
-                cursor = listener.cursor
-                message = sse.keepalive(cursor if cursor > listener.sent_id else None)
                 data = listener.client.frame(message)
                 try:
                     took = listener.client.send_now(data)
                 except OSError:
                     self._end(listener, "client gone")
                     continue
-                listener.quiet_since = now
-                listener.sent_id = cursor
                 if took < len(data):
                     self._hand_back(listener, data[took:])

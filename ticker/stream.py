@@ -205,6 +205,19 @@ class Live:
         self.window = 2 * PAGE  # how many ids the next page of the log may scan
         self.head = 0  # the log's head when last read (it never moves back)
 
+    def keepalive(self, now: float, quiet_for: float) -> bytes | None:
+        """Return the keepalive due after ``quiet_for`` seconds of silence, else None.
+
+        It carries the cursor as the client's new resume point when ticks of
+        other symbols have passed since the last id the client holds.
+        """
+        if now - self.quiet_since < quiet_for:
+            return None
+        self.quiet_since = now
+        moved = self.cursor > self.sent_id
+        self.sent_id = self.cursor
+        return sse.keepalive(self.cursor if moved else None)
+
 
 def events(
     engine: Engine,
@@ -355,10 +368,9 @@ def following(
                 streams.on_sent(len(messages), batch.last_ts, replay=False)
             live.sent_id = batch.last_id or live.sent_id
             continue
-        if now - live.quiet_since >= quiet_for:
-            live.quiet_since = now
-            yield sse.keepalive(live.cursor if live.cursor > live.sent_id else None)
-            live.sent_id = live.cursor
+        keepalive = live.keepalive(now, quiet_for)
+        if keepalive is not None:
+            yield keepalive
             continue
         if until_idle and live.cursor >= hub.head:
             return

@@ -38,6 +38,11 @@ TAKEOVER = "ticker.takeover"  # the environ key a view sets to take its connecti
 END = b"0\r\n\r\n"  # the last chunk of a chunked body
 
 
+def chunk(data: bytes) -> bytes:
+    """Frame ``data`` as one HTTP/1.1 chunk."""
+    return b"%X\r\n%b\r\n" % (len(data), data)
+
+
 def direct(environ: Mapping[str, Any]) -> bool:
     """Tell whether this request came on a plain HTTP/1.x socket of gunicorn's."""
     sock = environ.get("gunicorn.socket")
@@ -58,7 +63,7 @@ def direct_sender(environ: Mapping[str, Any]) -> Send | None:
 
     def send(data: bytes) -> None:
         if chunked:
-            data = b"%X\r\n%b\r\n" % (len(data), data)
+            data = chunk(data)
         sent = 0
         if raw is not None:
             with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -96,7 +101,7 @@ class Client:
 
     def frame(self, data: bytes) -> bytes:
         """Return ``data`` framed as one piece of the response body."""
-        return b"%X\r\n%b\r\n" % (len(data), data) if self.chunked else data
+        return chunk(data) if self.chunked else data
 
     def send_now(self, data: bytes | memoryview) -> int:
         """Write what the socket takes without waiting; return how many bytes."""
