@@ -8,6 +8,9 @@ clients received in it.  RSS per idle stream is (worker RSS with N idle
 streams - RSS before) / N.  The whole-machine run uses several workers and
 several load processes on several 127.0.0.x source addresses.
 
+Fan-out and idle streams are measured for ticker and, side by side, for the
+plain Flask + gevent fan-out of ``docs/reference_fanout.py`` (no log).
+
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``.
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
 """
@@ -44,15 +47,19 @@ def free_port() -> int:
 
 
 class Server:
-    """``ticker serve`` pinned to ``cpus``, with its processes' CPU time and memory."""
+    """``ticker serve`` pinned to ``cpus``, with its processes' CPU time and memory.
 
-    def __init__(self, db_url: str, workers: int = 1, cpus: str | None = "0", **config: Any):
+    With no ``db_url`` it serves ``docs/reference_fanout.py`` instead: the plain
+    Flask + gevent fan-out with no log that issue 5 compares ticker with.
+    """
+
+    def __init__(self, db_url: str | None, workers: int = 1, cpus: str | None = "0", **config: Any):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
         env.update(
             {
-                "TICKER_DATABASE_URL": db_url,
+                "TICKER_DATABASE_URL": db_url or "",
                 "TICKER_PUBLISH_TOKEN": TOKEN,
                 "TICKER_SOURCE": "none",
                 "TICKER_LOG_LEVEL": "WARNING",
@@ -63,9 +70,13 @@ class Server:
         env.update({f"TICKER_{k.upper()}": str(v) for k, v in config.items()})
         pin = ["taskset", "-c", cpus] if cpus else []
         self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the server)
-        self.proc = subprocess.Popen(
-            [*pin, PY, "-m", "ticker.cli", "serve"], env=env, stdout=self.log, stderr=self.log
-        )
+        command = [PY, "-m", "ticker.cli", "serve"]
+        if db_url is None:
+            command = [PY, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
+                       "--worker-connections", "19000", "--backlog", "4096",
+                       "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "docs"),
+                       "reference_fanout:app"]  # fmt: skip
+        self.proc = subprocess.Popen([*pin, *command], env=env, stdout=self.log, stderr=self.log)
         end = time.monotonic() + 60
         while True:
             try:
@@ -149,9 +160,12 @@ def loadtest(
     return report
 
 
-def fanout(tmp: Path, clients: int, rate: float, duration: float) -> dict[str, Any]:
+def fanout(
+    tmp: Path, clients: int, rate: float, duration: float, reference: bool = False
+) -> dict[str, Any]:
     """Server CPU per delivered event and latency: every client gets every tick."""
-    server = Server(sqlite_url(tmp, "fanout"), symbols="BTC-USD", max_streams=20000)
+    db_url = None if reference else sqlite_url(tmp, "fanout")
+    server = Server(db_url, symbols="BTC-USD", max_streams=20000)
     cpu: dict[str, float] = {}
     try:
         report = loadtest(
@@ -167,6 +181,7 @@ def fanout(tmp: Path, clients: int, rate: float, duration: float) -> dict[str, A
     spent = cpu["measure-end"] - cpu["measure-start"]
     events = report["events_received"]
     return {
+        "server": "reference" if reference else "ticker",
         "clients": clients,
         "ticks/s": rate,
         "connected": report["connected"],
@@ -179,13 +194,14 @@ def fanout(tmp: Path, clients: int, rate: float, duration: float) -> dict[str, A
     }
 
 
-def idle_rss(tmp: Path, clients: int) -> dict[str, Any]:
+def idle_rss(tmp: Path, clients: int, reference: bool = False) -> dict[str, Any]:
     """Worker RSS per idle stream."""
-    server = Server(sqlite_url(tmp, "idle"), symbols="BTC-USD", max_streams=20000)
+    db_url = None if reference else sqlite_url(tmp, "idle")
+    server = Server(db_url, symbols="BTC-USD", max_streams=20000)
     rss: dict[str, int] = {}
     try:
         for _ in range(20):  # warm the worker up before taking the baseline
-            urllib.request.urlopen(server.base + "/api/snapshot", timeout=5).read()
+            urllib.request.urlopen(server.base + "/healthz", timeout=5).read()
         rss["before"] = server.rss_kib()
 
         def window(phase: str) -> None:
@@ -200,6 +216,7 @@ def idle_rss(tmp: Path, clients: int) -> dict[str, Any]:
         server.stop()
     per = (rss["with"] - rss["before"]) / report["connected"] if report["connected"] else None
     return {
+        "server": "reference" if reference else "ticker",
         "idle streams": report["connected"],
         "RSS before MiB": round(rss["before"] / 1024, 1),
         "RSS with MiB": round(rss["with"] / 1024, 1),
@@ -341,10 +358,11 @@ def main() -> None:
         if "fanout" in only:
             duration = 10 if quick else 30
             plans = [(1000, 10), (10000, 10), (1000, 200)]
-            show("Fan-out (1 worker on core 0; client on core 1)",
-                 [fanout(tmp, c, r, duration) for c, r in plans])  # fmt: skip
+            rows = [fanout(tmp, c, r, duration, ref) for ref in (False, True) for c, r in plans]
+            show("Fan-out (1 worker on core 0; client on core 1)", rows)
         if "rss" in only:
-            show("Idle streams", [idle_rss(tmp, 2000 if quick else 10000)])
+            n = 2000 if quick else 10000
+            show("Idle streams", [idle_rss(tmp, n, ref) for ref in (False, True)])
         if "log" in only:
             total = 50_000 if quick else 500_000
             rows = [post_and_replay(sqlite_url(tmp, "log"), total)]
