@@ -22,6 +22,7 @@ def test_loadtest_reports_zero_loss_against_a_real_server(serve: Callable[..., S
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr  # the run ends cleanly
     report = json.loads(done.stdout)
     assert report["connected"] == 60 and report["failed"] == 0
     assert report["published"] >= 40 and report["publish_errors"] == 0

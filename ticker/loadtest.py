@@ -125,7 +125,8 @@ class _Receiver(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._refuse(str(exc) if exc else "closed before the response")
-        self.closed.set_result(None)
+        if not self.closed.done():  # cancelled when the run ends first
+            self.closed.set_result(None)
 
 
 async def _client(
