@@ -26,7 +26,8 @@ from ticker import ROOT, log
 from ticker.db import make_engine
 from ticker.events import Tick, now_us
 
-SCREENSHOT = ROOT / "docs" / "page.png"
+# The README's picture; `make test` leaves it alone unless UPDATE_SCREENSHOT=1.
+README_SCREENSHOT = ROOT / "docs" / "page.png"
 # What the page shows does not depend on the database; delivery is tested on each one.
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -364,18 +365,19 @@ def test_a_symbol_name_with_markup_is_shown_as_text(
 
 @SQLITE_ONLY
 def test_screenshot_of_the_page_for_the_readme(
-    serve: Callable[..., Server], browser: Browser
+    serve: Callable[..., Server], browser: Browser, tmp_path: Path
 ) -> None:
+    update = os.environ.get("UPDATE_SCREENSHOT") == "1"
+    screenshot = README_SCREENSHOT if update else tmp_path / "page.png"
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "NVDA", "EUR-USD"]
     server = serve(symbols=",".join(symbols), tick_interval=0.05, seed=7)
     open_page(browser, server, "?symbols=" + ",".join(symbols))
     eventually(
         lambda: all(len(browser.ids(s) or []) >= 60 for s in symbols), "charts with 60 ticks", 30
     )
-    SCREENSHOT.parent.mkdir(exist_ok=True)
     browser.page.set_viewport_size({"width": 1100, "height": 480})
-    browser.page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+    browser.page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
     # The same page on a phone, in the dark scheme, still shows every row.
     browser.page.set_viewport_size({"width": 390, "height": 844})
     browser.page.emulate_media(color_scheme="dark")
