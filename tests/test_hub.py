@@ -201,5 +201,7 @@ def test_snapshot_is_the_newest_event_per_symbol_and_only_at_the_hubs_head() -> 
     newer = {"BTC-USD": Event(6, "BTC-USD", "1.6", 60), "AAPL": Event(7, "AAPL", "231", 70)}
     hub.publish([item(6), item(7, "AAPL")], newer)
     assert hub.snapshot(["AAPL", "BTC-USD"], 7) == [newer["AAPL"], newer["BTC-USD"]]
+    # Retention deleted through id 6: BTC-USD has no tick left in the log.
+    assert hub.snapshot(["AAPL", "BTC-USD"], 7, pruned_through=6) == [newer["AAPL"]]
     # The log's head is not the hub's (the follower is behind): no snapshot from here.
     assert hub.snapshot(["BTC-USD"], 8) is None

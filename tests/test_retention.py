@@ -88,6 +88,11 @@ def test_pruning_by_count_keeps_ids_monotonic_and_expires_old_resume_points(
     assert reset.id == str(later[-1]) and reset.json()["head"] == later[-1]
     assert [t["price"] for t in reset.json()["ticks"]] == ["200.25"]  # AAPL was pruned
     assert tick_ids(got) == []
+    # A new client's snapshot agrees with /api/snapshot: AAPL's last tick is gone too.
+    with SSEStream(f"{server.base}/stream?symbols=BTC-USD,AAPL") as fresh:
+        snapshot = fresh.ticks_until(lambda f: f.event == "snapshot")[-1]
+    assert snapshot.json() == server.get("/api/snapshot?symbols=BTC-USD,AAPL")
+    assert [t["symbol"] for t in snapshot.json()["ticks"]] == ["BTC-USD"]
 
     # The prune horizon itself is still a resume point: the client saw all up to it.
     horizon = server.get("/healthz")["pruned_through"]

@@ -68,13 +68,19 @@ class Hub:
         """Tell whether the follower has started the hub (until then it holds nothing)."""
         return self._latest is not None
 
-    def snapshot(self, symbols: Sequence[str], head: int) -> list[Event] | None:
-        """Return the newest event of each of ``symbols`` as of ``head``, if the hub is there."""
+    def snapshot(
+        self, symbols: Sequence[str], head: int, pruned_through: int = 0
+    ) -> list[Event] | None:
+        """Return the newest event of each of ``symbols`` as of ``head``, if the hub is there.
+
+        A symbol whose newest event retention deleted (``id <= pruned_through``)
+        has none, as in the log.
+        """
         with self._lock:
             if self._latest is None or self.head != head:
                 return None
             latest = self._latest
-            return [latest[s] for s in symbols if s in latest]
+            return [latest[s] for s in symbols if s in latest and latest[s].id > pruned_through]
 
     def publish(
         self,

@@ -273,7 +273,9 @@ def opened(
         position = log.position(conn)
         # When this process's hub has caught up with the log, it holds the newest
         # tick of each symbol: the snapshot needs no further query.
-        known = hub.snapshot(symbols, position.head) if last_id is None else None
+        known = None
+        if last_id is None:
+            known = hub.snapshot(symbols, position.head, position.pruned_through)
         if known is not None:
             first: bytes | None = opening_message("snapshot", position.head, known)
             cursor = position.head
