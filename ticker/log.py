@@ -145,9 +145,9 @@ def _driver_rows(conn: Connection, sql: str, params: Sequence[object]) -> list[A
     """Run ``sql`` (``?`` placeholders) on the driver's own cursor and return its rows.
 
     For the reads that replay and the follower repeat thousands of times a
-    second: SQLAlchemy's statement cache keys and row objects cost more than
-    the query itself there.  The columns come back as the driver gives them
-    (int, str), which is what an ``Event`` holds.
+    second, and PostgreSQL's appends: SQLAlchemy's statement cache keys and
+    row objects cost more than the query itself there.  The columns come back
+    as the driver gives them (int, str), which is what an ``Event`` holds.
     """
     if conn.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
