@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from ticker import background
 from ticker.db import get_engine
@@ -133,11 +133,21 @@ class Clock:
         return self.now
 
 
-def log_rows(app: Flask) -> list[tuple[str, str]]:
-    """Return ``(symbol, price)`` of every event in the app's log, by id."""
-    with get_engine(app).connect() as conn:
-        rows = conn.execute(text("SELECT symbol, price FROM ticks ORDER BY id"))
-        return [(str(r[0]), str(r[1])) for r in rows]
+def log_rows(where: Flask | str) -> list[tuple[str, str]]:
+    """Return ``(symbol, price)`` of every event, by id, in an app's log or a database's."""
+    engine = create_engine(where) if isinstance(where, str) else get_engine(where)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT symbol, price FROM ticks ORDER BY id"))
+            return [(str(r[0]), str(r[1])) for r in rows]
+    finally:
+        if isinstance(where, str):
+            engine.dispose()
+
+
+def due(producer: Producer, clock: Clock) -> None:
+    """Move the clock to the next interval at which the producer may ask again."""
+    clock.now = max(clock.now + producer.settings.tick_interval, producer.state.retry_at)
 
 
 def stop(app: Flask) -> None:

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
 
 from tests.conftest import Server
-from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, log_rows, ok, source_apps
+from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, due, log_rows, ok, source_apps
 from ticker.config import ConfigError
 from ticker.producer import Producer
 from ticker.sources import BinanceSource
@@ -44,10 +43,6 @@ def asked(exchange: FakeExchange) -> list[list[str] | str]:
         else:
             found.append(request.query["symbol"][0])
     return found
-
-
-def due(producer: Producer, clock: Clock) -> None:
-    clock.now = max(clock.now + producer.settings.tick_interval, producer.state.retry_at)
 
 
 def test_one_request_for_all_symbols_gives_the_exact_prices(binance: Any, exchange: Any) -> None:
@@ -249,16 +244,7 @@ def test_under_gunicorn_the_log_holds_exactly_the_good_answers(
         ("ETH-USD", "3400.03"),
         ("BTC-USD", "67000.06"),
     ]
-    while (got := rows_of(server)) != expected:
+    while (got := log_rows(server.db_url)) != expected:
         assert time.monotonic() < deadline and len(got) <= len(expected), got
         time.sleep(0.05)
     assert all(len(r.query["symbols"]) == 1 for r in exchange.requests)  # one request each
-
-
-def rows_of(server: Server) -> list[tuple[str, str]]:
-    engine = create_engine(server.db_url)
-    with engine.connect() as conn:
-        found = conn.execute(text("SELECT symbol, price FROM ticks ORDER BY id"))
-        rows = [(str(r[0]), str(r[1])) for r in found]
-    engine.dispose()
-    return rows

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import text
 
 from tests.conftest import Server, free_port
-from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, log_rows, ok, source_apps
+from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, due, log_rows, ok, source_apps
 from ticker.config import ConfigError
 from ticker.producer import Producer
 from ticker.sources import CoinbaseSource, SourceError
@@ -33,11 +32,6 @@ def coinbase(
 ) -> Iterator[Callable[..., tuple[Flask, Producer]]]:
     """Build apps whose producer asks the fake exchange, on a clock the test moves."""
     yield from source_apps(make_app, exchange, clock, "coinbase", "BTC-USD,ETH-USD")
-
-
-def due(producer: Producer, clock: Clock) -> None:
-    """Move the clock to the next interval at which the producer may ask again."""
-    clock.now = max(clock.now + producer.settings.tick_interval, producer.state.retry_at)
 
 
 def test_good_answers_become_ticks_with_the_exact_prices(coinbase: Any, exchange: Any) -> None:
@@ -257,27 +251,14 @@ def test_under_gunicorn_the_log_holds_exactly_the_good_answers(
         assert time.monotonic() < deadline, "the producer stopped asking"
         time.sleep(0.05)
     # Every good answer was served before the 503s; wait for the last of them to commit.
-    while len(rows_of(server)) < 5:
-        assert time.monotonic() < deadline, f"only {rows_of(server)} reached the log"
+    while len(log_rows(server.db_url)) < 5:
+        assert time.monotonic() < deadline, f"only {log_rows(server.db_url)} reached the log"
         time.sleep(0.05)
-    got = rows_of(server)
+    got = log_rows(server.db_url)
     assert {s: [p for t, p in got if t == s] for s in expected} == expected
     health = leader_health(server, lambda h: "HTTP 503" in (h["last_error"] or ""))
     assert health["errors"] >= 4
     assert health["last_success"] is not None
-
-
-def rows_of(server: Server) -> list[tuple[str, str]]:
-    from sqlalchemy import create_engine
-
-    engine = create_engine(server.db_url)
-    with engine.connect() as conn:
-        rows = [
-            (str(r[0]), str(r[1]))
-            for r in conn.execute(text("SELECT symbol, price FROM ticks ORDER BY id"))
-        ]
-    engine.dispose()
-    return rows
 
 
 def leader_health(server: Server, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
