@@ -47,6 +47,17 @@ def test_append_returns_increasing_ids_in_the_order_given(engine: Engine) -> Non
     assert [e.price for e in events[3:]] == [t.price for t in more]
 
 
+def test_symbols_that_mean_something_in_sql_arrays_come_back_as_written(engine: Engine) -> None:
+    # PostgreSQL appends pass the batch as arrays: none of these may be read as syntax.
+    symbols = ["NULL", "{A}", '"Q"', "B\\S", "X'Y", "(Z)"]
+    ids = log.append(engine, [Tick(s, f"{i + 1}.5", T0) for i, s in enumerate(symbols)])
+    with engine.connect() as conn:
+        events = log.read_after(conn, 0, None, 10)
+    assert [(e.id, e.symbol, e.price) for e in events] == [
+        (id, s, f"{i + 1}.5") for i, (id, s) in enumerate(zip(ids, symbols, strict=True))
+    ]
+
+
 def test_append_of_nothing_writes_nothing(engine: Engine) -> None:
     assert log.append(engine, []) == []
     assert log.head(engine) == 0
