@@ -271,30 +271,23 @@ def opened(
 
     with engine.connect() as conn:
         position = log.position(conn)
-        # When this process's hub has caught up with the log, it holds the newest
-        # tick of each symbol: the snapshot needs no further query.
-        known = None
+        head = position.head
+        first: bytes | None = None
         if last_id is None:
-            known = hub.snapshot(symbols, position.head, position.pruned_through)
-        if known is not None:
-            first: bytes | None = opening_message("snapshot", position.head, known)
-            cursor = position.head
+            # When this process's hub has caught up with the log, it holds the newest
+            # tick of each symbol: the snapshot needs no further query.
+            latest = hub.snapshot(symbols, head, position.pruned_through)
+            if latest is None:
+                latest = log.latest(conn, symbols, upto=head)
+            first, cursor = opening_message("snapshot", head, latest), head
+        elif last_id > head or last_id < position.pruned_through:
+            reason = "ahead" if last_id > head else "expired"
+            first, cursor = opening(conn, symbols, "reset", head, reason=reason)
+            streams.on_reset(reason)
         else:
-            first = None
-            reason = None
-            if last_id is not None and last_id > position.head:
-                reason = "ahead"
-            elif last_id is not None and last_id < position.pruned_through:
-                reason = "expired"
-            if last_id is None:
-                first, cursor = opening(conn, symbols, "snapshot", position.head)
-            elif reason is not None:
-                first, cursor = opening(conn, symbols, "reset", position.head, reason=reason)
-                streams.on_reset(reason)
-            else:
-                cursor = last_id
+            cursor = last_id
     live.cursor = live.sent_id = cursor  # the resume point the client holds
-    live.head = position.head
+    live.head = head
 
     if first is not None:
         yield first
