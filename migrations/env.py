@@ -21,11 +21,9 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from ticker import create_app
-    from ticker.config import Settings
+    from ticker.config import app_settings
 
-    settings: Settings = create_app().extensions["ticker.settings"]
-    return settings.database_url
+    return app_settings().database_url
 
 
 def _configure(connection: Connection) -> None:

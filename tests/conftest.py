@@ -20,8 +20,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.fakes import Clock, FakeExchange
-from ticker import background, create_app
+from ticker import create_app, lifecycle
 from ticker.cli import upgrade
+from ticker.state import app_state
 
 TOKEN = "test-token"
 T = TypeVar("T")
@@ -112,7 +113,7 @@ def make_app(db_url: str) -> Iterator[Callable[..., Any]]:
 
     yield build
     for app in built:
-        background.stop(app)
+        lifecycle.stop(app_state(app))
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 from flask import Flask
 from sqlalchemy import create_engine, text
 
-from ticker import background
-from ticker.db import get_engine
+from ticker import lifecycle
 from ticker.producer import Producer
+from ticker.state import app_state
 
 
 @dataclass
@@ -135,7 +135,7 @@ class Clock:
 
 def log_rows(where: Flask | str) -> list[tuple[str, str]]:
     """Return ``(symbol, price)`` of every event, by id, in an app's log or a database's."""
-    engine = create_engine(where) if isinstance(where, str) else get_engine(where)
+    engine = create_engine(where) if isinstance(where, str) else app_state(where).engine
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT symbol, price FROM ticks ORDER BY id"))
@@ -152,8 +152,8 @@ def due(producer: Producer, clock: Clock) -> None:
 
 def stop(app: Flask) -> None:
     """Stop what the app started and close its source and its connections."""
-    background.stop(app)
-    get_engine(app).dispose()
+    lifecycle.stop(app_state(app))
+    app_state(app).engine.dispose()
 
 
 @contextmanager
@@ -197,7 +197,7 @@ def source_apps(
         }
         app = make_app(**settings)
         apps.append(app)
-        producer: Producer = app.extensions["ticker.producer"]
+        producer: Producer = app_state(app).producer
         producer.clock = clock
         return app, producer
 

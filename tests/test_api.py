@@ -10,9 +10,9 @@ import pytest
 from flask import Flask
 
 from tests.conftest import TOKEN
-from ticker import background, create_app, log
-from ticker.db import get_engine
+from ticker import create_app, lifecycle, log
 from ticker.events import format_ts, now_us
+from ticker.state import app_state
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TS = "2026-11-21T10:00:00.000000Z"
@@ -36,7 +36,7 @@ def publish(client: Any, body: Any) -> list[int]:
 
 
 def head(app: Flask) -> int:
-    return log.head(get_engine(app))
+    return log.head(app_state(app).engine)
 
 
 def test_symbols_lists_each_tracked_symbol_with_its_latest_tick(make_app: Any) -> None:
@@ -381,7 +381,7 @@ def test_healthz_names_the_producer_holding_the_lease(app: Flask, client: Any) -
     from ticker import lease
     from ticker.db import writing
 
-    with writing(get_engine(app)) as conn:
+    with writing(app_state(app).engine) as conn:
         lease.claim(conn, "host:1:abc", 30.0, now_us())
     assert client.get("/healthz").get_json()["producer"]["holder"] == "host:1:abc"
 
@@ -400,4 +400,4 @@ def test_healthz_is_503_when_the_database_is_unusable(tmp_path: Path, kind: str)
         assert response.status_code == 503
         assert "database" in response.get_json()["error"]
     finally:
-        background.stop(app)
+        lifecycle.stop(app_state(app))

@@ -10,7 +10,8 @@ import pytest
 from flask import Flask
 
 from tests.conftest import TOKEN
-from ticker import background
+from ticker import lifecycle
+from ticker.state import app_state
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -19,7 +20,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def client(make_app: Callable[..., Flask]) -> Iterator[Any]:
     app = make_app(symbols="BTC-USD,AAPL")
     yield app.test_client()
-    background.stop(app)
+    lifecycle.stop(app_state(app))
 
 
 def publish(client: Any, ticks: list[dict[str, str]]) -> list[int]:

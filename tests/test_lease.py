@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import Engine
 
 from ticker import lease
-from ticker.db import get_engine, writing
+from ticker.db import writing
 from ticker.lease import Claim
+from ticker.state import app_state
 
 SECOND = 1_000_000
 T0 = 1_795_255_200_000_000
@@ -18,7 +19,7 @@ TTL = 5.0
 
 @pytest.fixture
 def engine(app: Any) -> Engine:
-    return get_engine(app)
+    return app_state(app).engine
 
 
 def claim(engine: Engine, holder: str, now: int) -> Claim:

@@ -10,8 +10,9 @@ from sqlalchemy import Engine, text
 
 from ticker import log
 from ticker.config import Retention
-from ticker.db import get_engine, writing
+from ticker.db import writing
 from ticker.events import Tick
+from ticker.state import app_state
 
 SECOND = 1_000_000
 T0 = 1_795_255_200_000_000  # 2026-11-21T10:00:00Z
@@ -19,7 +20,7 @@ T0 = 1_795_255_200_000_000  # 2026-11-21T10:00:00Z
 
 @pytest.fixture
 def engine(app: Any) -> Engine:
-    return get_engine(app)
+    return app_state(app).engine
 
 
 def ticks(n: int, symbol: str = "BTC-USD", ts: int = T0, step: int = SECOND) -> list[Tick]:

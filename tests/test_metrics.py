@@ -17,9 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TOKEN, Server, eventually, log_ids
 from tests.sse_client import Message, SSEStream
-from ticker import metrics
+from ticker import gunicorn_conf, metrics
+from ticker.config import MULTIPROC_ENV
 from ticker.errors import SourceError
 from ticker.events import now_us
+from ticker.state import app_state
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
 QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
@@ -97,10 +99,11 @@ def test_metrics_names_every_series_and_reads_the_log(make_app: Callable[..., Fl
 
 def test_stream_hooks_count_writes_and_time_only_live_ones(make_app: Callable[..., Flask]) -> None:
     app = make_app(**QUIET, max_streams=2)
-    streams = app.extensions["ticker.streams"]
+    streams = app_state(app).streams
     assert isinstance(streams, metrics.MeteredStreams)
-    assert streams.acquire() and streams.acquire()
-    assert not streams.acquire()  # the third is refused: busy
+    first, second = streams.acquire("a"), streams.acquire("b")
+    assert first is not None and second is not None
+    assert streams.acquire("c") is None  # the third is refused: busy
     streams.on_sent(100, now_us() - 60_000_000, replay=True)  # a minute-old replay: not timed
     streams.on_sent(3, now_us() - 20_000, replay=False)  # 20 ms old, live
     streams.on_sent(0, None, replay=True)  # an empty last page counts nothing
@@ -108,7 +111,8 @@ def test_stream_hooks_count_writes_and_time_only_live_ones(make_app: Callable[..
     streams.on_reset("ahead")
     streams.on_reset("ahead")
     streams.on_fallback()
-    streams.release()
+    first.close()
+    first.close()  # a slot is given back once
     got = parse(app.test_client().get("/metrics").get_data(as_text=True))
     assert got["ticker_streams_open"] == 1
     assert got["ticker_streams_opened_total"] == 2
@@ -144,7 +148,7 @@ class Failing:
 
 def test_producer_ticks_and_errors_are_counted(make_app: Callable[..., Flask], db_url: str) -> None:
     app = make_app(source="sim", symbols="BTC-USD,AAPL", seed=1)
-    producer = app.extensions["ticker.producer"]
+    producer = app_state(app).producer
     produced = [producer.produce() for _ in range(3)]
     assert all(len(ids) == 2 for ids in produced)
     producer.source = Failing()
@@ -168,8 +172,8 @@ def test_metrics_answer_when_the_database_does_not(
     make_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
     app = make_app(**QUIET)
-    url = str(app.extensions["ticker.db"].url)
-    app.extensions["ticker.db"].dispose()
+    url = str(app_state(app).engine.url)
+    app_state(app).engine.dispose()
     Path(url.removeprefix("sqlite:///")).unlink()
     Path(url.removeprefix("sqlite:///")).mkdir()  # a directory where the file was
     response = app.test_client().get("/metrics")
@@ -185,14 +189,14 @@ def test_multiprocess_dir_is_emptied_and_only_ours_is_removed(tmp_path: Path) ->
     given.mkdir()
     (given / "counter_123.db").write_bytes(b"stale")
     (given / "keep.txt").write_text("not ours")
-    assert metrics.prepare_multiprocess_dir(str(given)) == str(given)
+    assert gunicorn_conf.prepare_multiprocess_dir(str(given)) == str(given)
     assert [p.name for p in given.iterdir()] == ["keep.txt"]
-    metrics.remove_multiprocess_dir(str(given))
+    gunicorn_conf.remove_multiprocess_dir(str(given))
     assert given.is_dir()  # an operator's directory is never deleted
-    made = Path(metrics.prepare_multiprocess_dir(None))
-    assert made.is_dir() and made.name.startswith(metrics.TEMP_PREFIX)
+    made = Path(gunicorn_conf.prepare_multiprocess_dir(None))
+    assert made.is_dir() and made.name.startswith(gunicorn_conf.TEMP_PREFIX)
     (made / "gauge_livesum_1.db").write_bytes(b"x")
-    metrics.remove_multiprocess_dir(str(made))
+    gunicorn_conf.remove_multiprocess_dir(str(made))
     assert not made.exists()
 
 
@@ -300,7 +304,7 @@ def test_ticker_produce_serves_its_metrics(db_url: str, tmp_path: Path) -> None:
     upgrade(create_app({"database_url": db_url}))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-    env.pop(metrics.MULTIPROC_ENV, None)
+    env.pop(MULTIPROC_ENV, None)
     env.update(
         {"TICKER_DATABASE_URL": db_url, "TICKER_TICK_INTERVAL": "0.05", "TICKER_SYMBOLS": "AAPL"}
     )

@@ -11,8 +11,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from ticker import log
 from ticker.cli import alembic_config
-from ticker.db import get_engine
 from ticker.events import Tick
+from ticker.state import app_state
 
 TABLES = {"ticks", "log_state", "leases"}
 
@@ -43,7 +43,7 @@ def test_the_models_match_the_migrations(db_url: str) -> None:
 
 
 def test_ticks_use_autoincrement(app: Any, sqlite_only: None) -> None:
-    engine = get_engine(app)
+    engine = app_state(app).engine
     with engine.connect() as conn:
         sql = conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = 'ticks'"))
         assert "AUTOINCREMENT" in str(sql).upper()
@@ -57,7 +57,7 @@ def test_ticks_use_autoincrement(app: Any, sqlite_only: None) -> None:
 def test_journal_mode_is_wal_once_the_app_connected(
     app: Any, tmp_path: Path, sqlite_only: None
 ) -> None:
-    engine = get_engine(app)
+    engine = app_state(app).engine
     with engine.connect() as conn:
         assert conn.scalar(text("PRAGMA journal_mode")) == "wal"
     # WAL is a property of the file: a plain connection that sets nothing sees it too.
@@ -71,7 +71,7 @@ def test_journal_mode_is_wal_once_the_app_connected(
 def test_the_symbol_id_index_exists_and_serves_reads_after_an_id(
     app: Any, sqlite_only: None
 ) -> None:
-    engine = get_engine(app)
+    engine = app_state(app).engine
     indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("ticks")}
     assert indexes.get("ix_ticks_symbol_id") == ["symbol", "id"]
     log.append(engine, [Tick(s, "1", 0) for s in ["AAPL", "BTC-USD", "MSFT"] * 50])

@@ -13,10 +13,11 @@ from sqlalchemy import create_engine, func, select, text, update
 
 from tests.fakes import Clock, captured, log_rows, stop
 from ticker import lease, log
-from ticker.db import WRITE_LOCK, get_engine, writing
+from ticker.db import WRITE_LOCK, writing
 from ticker.events import Event, Tick
 from ticker.producer import Producer
 from ticker.sources import Source, SourceError
+from ticker.state import app_state
 
 
 def write_lock_is_free(db_url: str) -> bool:
@@ -70,7 +71,7 @@ def producer_of(
     def build(probe: Source | None = None, **config: Any) -> tuple[Flask, Producer]:
         app = make_app(**{"symbols": "BTC-USD,ETH-USD", **config})
         apps.append(app)
-        producer: Producer = app.extensions["ticker.producer"]
+        producer: Producer = app_state(app).producer
         if probe is not None:
             producer.source = probe
         producer.clock = Clock()
@@ -83,7 +84,7 @@ def producer_of(
 
 def steal_lease(app: Flask, holder: str = "other:1:x", expires_at: int | None = None) -> None:
     """Hand the lease to another holder, as a process that took over would."""
-    with writing(get_engine(app)) as conn:
+    with writing(app_state(app).engine) as conn:
         until = expires_at if expires_at is not None else lease.clock_us(conn) + 60_000_000
         conn.execute(
             update(lease.LeaseRow)
@@ -107,7 +108,7 @@ def test_the_source_never_runs_while_the_log_is_locked_for_writing(
 
 def test_a_takeover_continues_the_sim_from_the_logs_latest_price(producer_of: Any) -> None:
     app, producer = producer_of(source="sim", seed=3, symbols="BTC-USD")
-    log.append(get_engine(app), [Tick("BTC-USD", "134000.00", 1)])  # the previous producer's
+    log.append(app_state(app).engine, [Tick("BTC-USD", "134000.00", 1)])  # the previous producer's
     producer.produce()
     price = Decimal(log_rows(app)[-1][1])
     assert Decimal("120000") < price < Decimal("148000")  # not the profile's 67000
@@ -136,7 +137,7 @@ def test_a_lease_held_by_another_meanwhile_drops_the_fetch_and_resumes_from_the_
     def other_produced_and_lapsed() -> None:
         probe.check = lambda: None  # once, during this fetch
         steal_lease(app, expires_at=0)
-        log.append(get_engine(app), [Tick("BTC-USD", "3.00", 5)])
+        log.append(app_state(app).engine, [Tick("BTC-USD", "3.00", 5)])
 
     probe.check = other_produced_and_lapsed
     assert producer.produce() == []
@@ -173,11 +174,11 @@ def test_the_lease_is_renewed_while_the_source_backs_off(producer_of: Any) -> No
     probe = Probe(limited)
     app, producer = producer_of(probe)
     producer.produce()
-    with get_engine(app).connect() as conn:
+    with app_state(app).engine.connect() as conn:
         first = lease.current(conn)
     producer.clock.now += 5  # type: ignore[attr-defined]
     producer.produce()
-    with get_engine(app).connect() as conn:
+    with app_state(app).engine.connect() as conn:
         second = lease.current(conn)
     assert first is not None and second is not None
     assert second[0] == producer.state.holder and second[1] > first[1]

@@ -19,6 +19,7 @@ from ticker import ROOT
 from ticker.errors import ConfigError
 from ticker.events import Event
 from ticker.sources import CSVSource
+from ticker.state import app_state
 
 SAMPLES = ROOT / "ticker" / "sources" / "samples"
 DAILY = SAMPLES / "btc-usd-daily.csv"
@@ -109,7 +110,7 @@ def test_a_speed_factor_replays_the_files_clock_faster() -> None:
 
 def test_through_the_producer_the_log_holds_the_files_rows_in_order(csv_app: Any) -> None:
     app = csv_app(source=f"csv:{DAILY}", csv_loop="false")
-    producer = app.extensions["ticker.producer"]
+    producer = app_state(app).producer
     for _ in range(len(closes()) + 3):
         producer.produce()
     assert log_rows(app) == [("BTC-USD", price) for price in closes()]
@@ -117,13 +118,13 @@ def test_through_the_producer_the_log_holds_the_files_rows_in_order(csv_app: Any
 
 def test_csv_symbol_names_the_daily_files_symbol(csv_app: Any) -> None:
     app = csv_app(source=f"csv:{DAILY}", csv_symbol="eth-usd")
-    app.extensions["ticker.producer"].produce()
+    app_state(app).producer.produce()
     assert log_rows(app) == [("ETH-USD", closes()[0])]
 
 
 def test_a_tick_file_through_the_producer(csv_app: Any) -> None:
     app = csv_app(source=f"csv:{TICKS}", csv_loop="false")
-    producer = app.extensions["ticker.producer"]
+    producer = app_state(app).producer
     for _ in range(40):
         producer.produce()
     assert log_rows(app) == [(s, p) for _, s, p in tick_rows()]

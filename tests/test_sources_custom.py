@@ -13,6 +13,7 @@ from flask import Flask
 from tests.fakes import Clock, FakeExchange, log_rows, ok, stop
 from ticker import ROOT
 from ticker.errors import ConfigError
+from ticker.state import app_state
 
 
 def readme_example() -> str:
@@ -46,7 +47,7 @@ def test_the_readme_example_works_as_written(
 ) -> None:
     (tmp_path / "myquotes.py").write_text(readme_example())
     app = custom_app(source="python:myquotes:MyQuotes", source_url=exchange.url)
-    producer = app.extensions["ticker.producer"]
+    producer = app_state(app).producer
     producer.clock = Clock()
     exchange.script(
         "/latest",
@@ -81,7 +82,7 @@ def test_a_factory_function_gets_the_settings(custom_app: Any, tmp_path: Path) -
         "    return Fixed(settings.symbols[:1])\n"
     )
     app = custom_app(source="python:fixed:make")
-    app.extensions["ticker.producer"].produce()
+    app_state(app).producer.produce()
     assert log_rows(app) == [("BTC-USD", "1.00")]
     assert app.test_client().get("/healthz").get_json()["producer"]["source"] == (
         "python:fixed:make"

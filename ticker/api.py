@@ -8,14 +8,13 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from ticker import lease, log, params
-from ticker.background import ensure_started
+from ticker import lease, lifecycle, log, params
 from ticker.config import Settings, normalise_symbol
-from ticker.db import get_engine
 from ticker.errors import RequestError, error_response
 from ticker.events import Tick, check_price, now_us, parse_ts
+from ticker.state import app_state
 
 bp = Blueprint("api", __name__)
 logger = logging.getLogger(__name__)
@@ -24,25 +23,22 @@ MAX_PAGE = 1000
 MAX_BATCH = 10_000
 
 
-def _settings() -> Settings:
-    settings: Settings = current_app.extensions["ticker.settings"]
-    return settings
-
-
 @bp.get("/api/symbols")
 def list_symbols() -> Response:
     """List the tracked symbols, each with its latest tick (or null)."""
-    settings = _settings()
-    with get_engine().connect() as conn:
-        latest = {e.symbol: e.to_dict() for e in log.latest(conn, settings.symbols)}
-    return jsonify({"symbols": [{"symbol": s, "tick": latest.get(s)} for s in settings.symbols]})
+    state = app_state()
+    symbols = state.settings.symbols
+    with state.engine.connect() as conn:
+        latest = {e.symbol: e.to_dict() for e in log.latest(conn, symbols)}
+    return jsonify({"symbols": [{"symbol": s, "tick": latest.get(s)} for s in symbols]})
 
 
 @bp.get("/api/snapshot")
 def snapshot() -> Response:
     """Return the head and the latest tick of each chosen symbol, from one snapshot."""
-    symbols = params.symbols(request.args.get("symbols"), _settings())
-    with get_engine().connect() as conn:
+    state = app_state()
+    symbols = params.symbols(request.args.get("symbols"), state.settings)
+    with state.engine.connect() as conn:
         position = log.position(conn)
         ticks = [e.to_dict() for e in log.latest(conn, symbols, upto=position.head)]
     return jsonify({"head": position.head, "ticks": ticks})
@@ -51,7 +47,7 @@ def snapshot() -> Response:
 @bp.get("/api/ticks")
 def list_ticks() -> Response:
     """Return a page of one symbol's events after an id (or the newest before one), in id order."""
-    settings = _settings()
+    settings = app_state().settings
     raw_symbol = request.args.get("symbol")
     if raw_symbol is None or not raw_symbol.strip():
         raise RequestError(400, "symbol is required, e.g. ?symbol=BTC-USD")
@@ -62,11 +58,11 @@ def list_ticks() -> Response:
     before = params.event_id(request.args.get("before"), "before")
     limit = params.limit(request.args.get("limit"), 100, MAX_PAGE)
     if before is not None:
-        with get_engine().connect() as conn:
+        with app_state().engine.connect() as conn:
             newest = log.read_before(conn, symbol[0], after, before, limit)
         next_before = newest[0].id if len(newest) == limit else None
         return jsonify({"ticks": [e.to_dict() for e in newest], "next_before": next_before})
-    with get_engine().connect() as conn:
+    with app_state().engine.connect() as conn:
         found = log.read_after(conn, after, symbol, limit)
     next_after = found[-1].id if len(found) == limit else None
     return jsonify({"ticks": [e.to_dict() for e in found], "next_after": next_after})
@@ -130,7 +126,7 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
 @bp.post("/api/ticks")
 def publish() -> tuple[Response, int]:
     """Append a tick or a list of ticks from an outside producer, all or nothing."""
-    settings = _settings()
+    settings = app_state().settings
     _check_token(settings)
     try:
         body = json.loads(request.get_data(cache=False), parse_float=Decimal, parse_int=Decimal)
@@ -145,8 +141,9 @@ def publish() -> tuple[Response, int]:
         raise RequestError(413, f"too many ticks in one request: {len(items)}, at most {MAX_BATCH}")
     received = now_us()
     batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
-    ids = log.append(get_engine(), batch)
-    current_app.extensions["ticker.follower"].wake()
+    state = app_state()
+    ids = log.append(state.engine, batch)
+    state.follower.wake()
     logger.debug(
         "published",
         extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},
@@ -157,12 +154,12 @@ def publish() -> tuple[Response, int]:
 @bp.get("/healthz")
 def health() -> tuple[Response, int]:
     """Report whether the database answers, the head, the producer and the newest tick's age."""
-    producer = current_app.extensions["ticker.producer"]
-    streams = current_app.extensions["ticker.streams"]
-    settings = _settings()
+    state = app_state()
+    producer, streams, settings = state.producer, state.streams, state.settings
     try:
-        ensure_started(current_app)  # starting the follower reads the log, so it may fail too
-        with get_engine().connect() as conn:
+        # Starting the follower reads the log, so it may fail too.
+        lifecycle.start_on_request(state, request.environ)
+        with state.engine.connect() as conn:
             position = log.position(conn)
             holder = lease.current(conn)
             newest = log.latest_any(conn)
@@ -197,10 +194,9 @@ def health() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Render the Prometheus metrics of every worker, and the log's, as text."""
-    current_app.extensions["ticker.streams"].flush()  # this worker's latest counts
-    body, content_type = current_app.extensions["ticker.metrics"].render(
-        request.headers.get("Accept")
-    )
+    state = app_state()
+    state.streams.flush()  # this worker's latest counts
+    body, content_type = state.metrics.render(request.headers.get("Accept"))
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -13,12 +13,12 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask
 
-from ticker import ROOT, create_app, log, logs, metrics
-from ticker.background import make_scheduler
-from ticker.config import Settings
-from ticker.db import get_engine
+from ticker import ROOT, create_app, log, logs
+from ticker.config import app_settings
 from ticker.errors import ConfigError
 from ticker.events import now_us
+from ticker.lifecycle import make_scheduler
+from ticker.state import app_state
 
 
 def _app() -> Flask:
@@ -37,10 +37,14 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def migrate(database_url: str, revision: str = "head") -> None:
+    """Bring the database at ``database_url`` to ``revision``."""
+    command.upgrade(alembic_config(database_url), revision)
+
+
 def upgrade(app: Flask, revision: str = "head") -> None:
     """Bring the app's database to ``revision``."""
-    settings: Settings = app.extensions["ticker.settings"]
-    command.upgrade(alembic_config(settings.database_url), revision)
+    migrate(app_state(app).settings.database_url, revision)
 
 
 @click.group()
@@ -81,13 +85,15 @@ def db_upgrade(revision: str) -> None:
     show_default="WEB_CONCURRENCY or the number of cores (at least 2)",
 )
 def serve(host: str, port: int, workers: int) -> None:
-    """Migrate the database, then serve the page, stream and API under gunicorn."""
-    upgrade(_app())
-    # Before gunicorn starts, so that every worker imports prometheus_client in
-    # multiprocess mode and /metrics adds up all of them.
-    os.environ[metrics.MULTIPROC_ENV] = metrics.prepare_multiprocess_dir(
-        os.environ.get(metrics.MULTIPROC_ENV)
-    )
+    """Serve the page, stream and API under gunicorn, with ticker's gunicorn settings.
+
+    The same as ``gunicorn wsgi:app`` in the checkout: gunicorn's master
+    migrates the database before the workers start (``gunicorn_conf``).
+    """
+    try:
+        app_settings()  # a bad variable stops here, with its name, before gunicorn starts
+    except ConfigError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from None
     argv = [
         sys.executable,
         "-m",
@@ -119,10 +125,10 @@ def serve(host: str, port: int, workers: int) -> None:
 def produce(metrics_port: int | None, metrics_host: str) -> None:
     """Run the producer alone (for TICKER_PRODUCER=off on the web tier)."""
     app = _app()
-    settings: Settings = app.extensions["ticker.settings"]
+    state = app_state(app)
+    settings, producer = state.settings, state.producer
     if settings.source == "none":
         raise click.ClickException("TICKER_SOURCE=none: there is nothing to produce")
-    producer = app.extensions["ticker.producer"]
     done = threading.Event()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -133,7 +139,7 @@ def produce(metrics_port: int | None, metrics_host: str) -> None:
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        registry = app.extensions["ticker.metrics"].registry
+        registry = state.metrics.registry
         start_http_server(metrics_port, addr=metrics_host, registry=registry)
         click.echo(f"metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
     scheduler = make_scheduler()
@@ -148,9 +154,8 @@ def produce(metrics_port: int | None, metrics_host: str) -> None:
 @main.command()
 def prune() -> None:
     """Delete the events beyond TICKER_RETENTION now."""
-    app = _app()
-    settings: Settings = app.extensions["ticker.settings"]
-    deleted = log.prune(get_engine(app), settings.retention, now_us())
+    state = app_state(_app())
+    deleted = log.prune(state.engine, state.settings.retention, now_us())
     click.echo(f"pruned {deleted} events")
 
 

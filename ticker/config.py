@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ticker import ROOT
 from ticker.errors import ConfigError
+
+INSTANCE = ROOT / "instance"  # the default SQLite file lives here
+# prometheus_client's own variable: the directory where gunicorn's workers keep their metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 DEFAULT_SYMBOLS = "BTC-USD,ETH-USD,SOL-USD,DOGE-USD,AAPL,MSFT,NVDA,TSLA,EUR-USD"
 SOURCES = ("sim", "coinbase", "binance", "csv:PATH", "python:MODULE:NAME", "none")
@@ -78,6 +83,20 @@ class Settings:
     hub_capacity: int = 20000
     busy_retry: float = 20.0  # a busy answer's retry: this many seconds to twice as many
     prune_interval: float | None = None  # None: every minute, or age/10 for short ages
+
+
+def multiprocess_dir() -> str | None:
+    """Return the directory shared by the workers' metric files, or None for one process."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def app_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Load the settings of an app: the default database is a SQLite file in ``INSTANCE``."""
+    default_url = f"sqlite:///{INSTANCE / 'ticker.db'}"
+    settings = load_settings(default_url, overrides=overrides)
+    if settings.database_url == default_url:
+        INSTANCE.mkdir(parents=True, exist_ok=True)
+    return settings
 
 
 def normalise_symbol(raw: str) -> str:

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Flask, current_app
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase
 
@@ -91,14 +90,3 @@ def writing(engine: Engine) -> Iterator[Connection]:
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
             yield conn
-
-
-def init_app(app: Flask, url: str) -> None:
-    """Create the app's engine and keep it in ``app.extensions``."""
-    app.extensions["ticker.db"] = make_engine(url)
-
-
-def get_engine(app: Flask | None = None) -> Engine:
-    """Return the engine of ``app`` (or of the current app)."""
-    engine: Engine = (app or current_app).extensions["ticker.db"]
-    return engine

@@ -1,22 +1,47 @@
-"""Gunicorn settings for ``ticker serve`` (``-c python:ticker.gunicorn_conf``).
+"""gunicorn's settings and hooks for ticker, however gunicorn is started.
 
-gevent workers hold thousands of idle streams each; each worker starts its
-follower and producer jobs once it has loaded the app, and hands the producer
-lease on when it exits.  On SIGTERM a worker stops accepting, ends every
-stream between two messages (clients reconnect, with their last id, to
-whichever server answers), and exits.  The master marks each dead worker's
-metric files, so ``/metrics`` stops counting its open streams.
+``ticker serve`` passes them (``-c python:ticker.gunicorn_conf``); the
+checkout's ``gunicorn.conf.py``, which gunicorn reads by itself from its
+working directory, imports them, so ``gunicorn wsgi:app`` there, or with
+``--chdir`` to the checkout from anywhere, runs the same way:
+
+- the master, on starting, checks the configuration, points
+  ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports
+  ``prometheus_client`` (so ``/metrics`` adds up every worker), and applies
+  the migrations;
+- each worker, once it has loaded the app, starts its follower, its producer
+  jobs and, under the gevent worker, its broadcaster;
+- on SIGTERM a worker stops accepting, ends every stream between two messages
+  within a second (clients reconnect, with their last id, to whichever server
+  answers), and exits, handing the producer lease on;
+- the master drops each dead worker's gauges, so ``/metrics`` stops counting
+  its open streams.
+
+Importing this module loads neither the app nor ``prometheus_client``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ticker import logs, metrics
+from ticker import logs
+from ticker.config import MULTIPROC_ENV, app_settings, multiprocess_dir
+from ticker.errors import ConfigError
 
+if TYPE_CHECKING:
+    from ticker.state import AppState
+
+bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
+workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
 worker_class = "gevent"
 worker_connections = 19000  # the per-process file limit here is 20,000
 timeout = 30
@@ -30,15 +55,51 @@ control_socket_disable = True  # several instances may run side by side
 # gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
 logconfig_dict = logs.logging_config()
 
+TEMP_PREFIX = "ticker-metrics-"
+logger = logging.getLogger("ticker.gunicorn")
+
+
+def prepare_multiprocess_dir(path: str | None) -> str:
+    """Return an empty directory for the workers' metric files: ``path``, or a new one.
+
+    An existing directory is emptied of the files a previous run left, as
+    ``prometheus_client`` requires: they would add its counts to this run's.
+    """
+    if not path:
+        return tempfile.mkdtemp(prefix=TEMP_PREFIX)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    return str(folder)
+
+
+def remove_multiprocess_dir(path: str | None) -> None:
+    """Delete a directory made by :func:`prepare_multiprocess_dir`, never one given to it."""
+    if not path:
+        return
+    folder = Path(path)
+    if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(TEMP_PREFIX):
+        for item in folder.glob("*.db"):
+            item.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            logger.warning("could not remove the metrics directory %s", folder)
+
 
 def on_starting(server: Any) -> None:
-    """Warn when the workers' metrics cannot be added up (gunicorn started without ticker serve)."""
-    if metrics.multiprocess_dir() is None and server.cfg.workers > 1:
-        server.log.warning(
-            "%s is not set: /metrics shows only the worker that answers; "
-            "start with `ticker serve`, or set it to an empty directory",
-            metrics.MULTIPROC_ENV,
-        )
+    """Check the configuration, prepare the workers' metrics directory, migrate the database."""
+    try:
+        app_settings()
+    except ConfigError as exc:
+        raise RuntimeError(f"bad configuration: {exc}") from None  # gunicorn prints it, exits 1
+    os.environ[MULTIPROC_ENV] = prepare_multiprocess_dir(multiprocess_dir())
+    # In a process of its own: the master must not import the app's stack
+    # (psycopg picks how it waits when imported, before the gevent workers patch).
+    migration = subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], check=False)
+    if migration.returncode != 0:
+        raise RuntimeError(f"the migrations failed (exit {migration.returncode}), see above")
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -56,44 +117,63 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the worker's follower, broadcaster and producer jobs, and its shutdown watch."""
+    """Start the worker's follower, producer jobs and broadcaster, and its shutdown watch."""
     from gunicorn.workers.ggevent import GeventWorker
 
-    from ticker.background import ensure_started, start_broadcaster
+    from ticker import lifecycle
 
-    ensure_started(worker.wsgi)
-    if isinstance(worker, GeventWorker):  # it alone can hand a connection over to the app
-        start_broadcaster(worker.wsgi)
+    state = _state(worker)
+    if state is None:
+        return
+    takes_over = isinstance(worker, GeventWorker)  # it alone can hand a connection over
+    if not takes_over:
+        logger.warning(
+            "gunicorn's %s worker cannot take streams over: each stream holds a worker "
+            "or thread of its own, with no broadcaster; use -k gevent (ticker's default)",
+            type(worker).__name__,
+        )
+    lifecycle.start(state, broadcast=takes_over)
     threading.Thread(target=_end_streams_on_shutdown, args=(worker,), daemon=True).start()
 
 
 def _end_streams_on_shutdown(worker: Any) -> None:
     # gunicorn waits graceful_timeout for open requests after SIGTERM, and a
     # stream never finishes by itself: end them as soon as the worker stops.
-    from ticker.background import end_streams
+    from ticker import lifecycle
 
     while worker.alive:
         time.sleep(0.2)
-    end_streams(worker.wsgi)
+    state = _state(worker)
+    if state is not None:
+        lifecycle.end_streams(state)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Stop the jobs and release the producer lease."""
-    from ticker.background import stop
+    from ticker import lifecycle
+
+    state = _state(worker)
+    if state is not None:
+        lifecycle.stop(state)
+
+
+def _state(worker: Any) -> AppState | None:
+    """Return the state of the ticker app the worker serves; None if it serves none (yet)."""
+    from ticker.state import KEY
 
     app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions"):
-        stop(app)
+    state: AppState | None = getattr(app, "extensions", {}).get(KEY)
+    return state
 
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's gauges (its open streams); its counters stay in the totals."""
-    if metrics.multiprocess_dir() is not None:
+    if multiprocess_dir() is not None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics directory that ``ticker serve`` made for this run."""
-    metrics.remove_multiprocess_dir(metrics.multiprocess_dir())
+    """Remove the metrics directory made for this run."""
+    remove_multiprocess_dir(multiprocess_dir())

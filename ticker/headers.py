@@ -20,6 +20,7 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from ticker import logs
+from ticker.state import app_state
 
 DEFAULT_POLICY = "default-src 'none'; frame-ancestors 'none'"
 SECURITY_HEADERS = {
@@ -33,11 +34,10 @@ EXPOSE_HEADERS = "Retry-After, X-Request-ID"
 PREFLIGHT_MAX_AGE = "7200"  # seconds; Chromium caps it there
 
 
-def init_app(app: Flask, origins: tuple[str, ...]) -> None:
-    """Register the request id, security headers and CORS on ``app``."""
+def init_app(app: Flask) -> None:
+    """Register the request id, security headers and CORS (``TICKER_CORS_ORIGINS``) on ``app``."""
     app.before_request(_assign_request_id)
-    if origins:
-        app.extensions["ticker.cors_origins"] = origins
+    if app_state(app).cors_origins:
         app.before_request(_answer_preflight)
         app.after_request(_allow_origin)
     app.after_request(_secure)
@@ -65,7 +65,7 @@ def _allowed_origin() -> str | None:
     origin = request.headers.get("Origin")
     if not origin or not _cors_path(request.path):
         return None
-    origins: tuple[str, ...] = current_app.extensions["ticker.cors_origins"]
+    origins = app_state().cors_origins
     if "*" in origins:
         return "*"
     return origin if origin.rstrip("/").lower() in origins else None
@@ -102,7 +102,7 @@ def _is_preflight() -> bool:
 def _allow_origin(response: Response) -> Response:
     if not _cors_path(request.path) or "Access-Control-Allow-Origin" in response.headers:
         return response  # not ours, or a preflight already answered
-    origins: tuple[str, ...] = current_app.extensions["ticker.cors_origins"]
+    origins = app_state().cors_origins
     if "*" not in origins:
         response.headers.add(
             "Vary", "Origin"

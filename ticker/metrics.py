@@ -1,7 +1,8 @@
 """Prometheus metrics: what the streams and the producer of every worker did, and the log.
 
-Under gunicorn every worker is its own process.  ``ticker serve`` therefore
-points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before gunicorn starts,
+Under gunicorn every worker is its own process.  gunicorn's master therefore
+points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before a worker starts
+(``on_starting`` in ``gunicorn_conf``),
 so that ``prometheus_client`` (which picks its mode when it is first imported)
 keeps each worker's values in a file there, and ``/metrics``, whichever worker
 answers it, adds up the files of all of them.  The master marks a dead worker's
@@ -18,12 +19,9 @@ reports the same, current numbers.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -33,53 +31,18 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine
 
 from ticker import lease, log
+from ticker.config import multiprocess_dir
 from ticker.events import now_us
 from ticker.producer import Producer
-from ticker.stream import Streams
+from ticker.stream.slots import Slot, Streams
 
 logger = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-TEMP_PREFIX = "ticker-metrics-"
 RESET_REASONS = ("expired", "ahead")
 ERROR_STAGES = ("source", "run", "prune")
 # Seconds from a tick's time to its write to a client: sub-millisecond on one
 # host, a few hundred milliseconds across a busy cluster, more for a slow reader.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def multiprocess_dir() -> str | None:
-    """Return the directory shared by the workers' metric files, or None for one process."""
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-def prepare_multiprocess_dir(path: str | None) -> str:
-    """Return an empty directory for the workers' metric files: ``path``, or a new one.
-
-    An existing directory is emptied of the files a previous run left, as
-    ``prometheus_client`` requires: they would add its counts to this run's.
-    """
-    if not path:
-        return tempfile.mkdtemp(prefix=TEMP_PREFIX)
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):
-        stale.unlink()
-    return str(folder)
-
-
-def remove_multiprocess_dir(path: str | None) -> None:
-    """Delete a directory made by :func:`prepare_multiprocess_dir`, never one given to it."""
-    if not path:
-        return
-    folder = Path(path)
-    if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(TEMP_PREFIX):
-        for item in folder.glob("*.db"):
-            item.unlink(missing_ok=True)
-        try:
-            folder.rmdir()
-        except OSError:
-            logger.warning("could not remove the metrics directory %s", folder)
 
 
 class Metrics:
@@ -220,12 +183,12 @@ class MeteredStreams(Streams):
         self._latency_sum = 0.0
         self._flush_lock = threading.Lock()
 
-    def acquire(self) -> bool:
+    def acquire(self, request_id: str) -> Slot | None:
         """Take a slot if one is free; count a refusal."""
-        if super().acquire():
-            return True
-        self.metrics.streams_refused.inc()
-        return False
+        slot = super().acquire(request_id)
+        if slot is None:
+            self.metrics.streams_refused.inc()
+        return slot
 
     def on_open(self) -> None:
         """Count a stream opened."""

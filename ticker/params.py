@@ -71,3 +71,12 @@ def limit(raw: str | None, default: int, cap: int) -> int:
     if not _INT_RE.match(value) or int(value) < 1:
         raise RequestError(400, f"limit must be a positive integer, got {value[:40]!r}")
     return min(int(value), cap)
+
+
+def last_event_id(header: str | None, query: str | None) -> int | None:
+    """Return a stream's resume point: the ``Last-Event-ID`` header, else ``last_event_id``.
+
+    The header wins: a browser's reconnect carries it along with the old URL.
+    """
+    from_header = event_id(header, "Last-Event-ID")
+    return from_header if from_header is not None else event_id(query, "last_event_id")

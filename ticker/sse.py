@@ -7,6 +7,7 @@ messages (ending in a blank line), ready to be written to a client.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ticker.events import Event, format_ts
@@ -46,6 +47,15 @@ def tick(event: Event) -> bytes:
         f'{{"id":{event.id},"symbol":{_quote(event.symbol)},"price":{price},'
         f'"ts":"{format_ts(event.ts)}"}}\n\n'
     ).encode()
+
+
+def opening(kind: str, head: int, latest: Sequence[Event], **extra: Any) -> bytes:
+    """Encode a ``snapshot`` or ``reset`` message: ``head`` and the newest tick per symbol.
+
+    Its ``id`` is ``head``: the client resumes from there.
+    """
+    body = {**extra, "head": head, "ticks": [e.to_dict() for e in latest]}
+    return message(kind, body, id=head)
 
 
 # The last frame of a stream ended by a shutdown: the client reconnects to whoever answers.

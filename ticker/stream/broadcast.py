@@ -2,77 +2,77 @@
 
 A caught-up stream has nothing to do until the next publish.  Instead of each
 one sleeping in a greenlet of its own and waking to copy the same bytes, the
-broadcaster *parks* it: it keeps the stream's position (``stream.Live``) and
-socket, and on each publish sends every group of streams with the same
-symbols and framing the bytes encoded once for the group, with one
-non-blocking ``send`` per client.  A parked stream costs a few hundred bytes
-and no greenlet.
+broadcaster *parks* it: it keeps the stream's cursor and socket, and on each
+publish sends every group of streams with the same symbols and framing the
+bytes encoded once for the group, with one non-blocking ``send`` per client.
+A parked stream costs a few hundred bytes and no greenlet.
 
 Invariant: a parked stream's ``cursor`` means what it means everywhere in
-``stream``: every event of its symbols with ``id <= cursor`` has been sent.
+``cursor``: every event of its symbols with ``id <= cursor`` has been sent.
 A stream is parked only when its cursor is the hub's head, and the
 broadcaster moves the cursors of a group from its own ``position`` to the end
 of what it read from the hub, only for streams whose cursor was ``position``.
 A stream the broadcaster cannot serve whole (its socket took part of the
-write, its cursor is elsewhere, or the hub no longer holds ``position``)
-leaves the group with the exact bytes the socket did not take; a greenlet of
-its own writes them first, then serves the stream through
-``stream.following`` (the hub, or the log when it is below the hub's floor)
+write, its cursor is elsewhere, or the hub no longer holds ``position``) is
+*handed back*: it leaves the group with the exact bytes the socket did not
+take, and a greenlet of its own writes them first, then serves the stream
+through ``cursor.live`` (the hub, or the log when it is below the hub's floor)
 until it is caught up, and parks it again.  So no message is sent twice or
-skipped.  Only gunicorn's gevent worker runs one (see ``wire.taking_over``).
+skipped.  On shutdown every parked stream is handed back too, and
+``cursor.live`` ends it with the shutdown notice.  Only gunicorn's gevent
+worker runs one (see ``takeover``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from itertools import chain
 
 import gevent
 from sqlalchemy import Engine
 
-from ticker import sse, stream
 from ticker.hub import PULSES_PER_HEARTBEAT, Hub
-from ticker.wire import Client, Stalled, chunk
+from ticker.stream.cursor import PAGE, Cursor, Subscription, catch_up, keepalive_after, live
+from ticker.stream.slots import Slot, Streams, Writer, shutting
+from ticker.stream.takeover import ClientSocket, chunk
 
 logger = logging.getLogger(__name__)
 
-End = Callable[[str], None]  # told why a stream ended, once
+SHUTDOWN_GRACE = 1.0  # seconds the streams being written get to take the shutdown notice
 
 
-class Listener(stream.Live):
-    """A live stream served from outside any request: its position, socket and end."""
+class Listener(Cursor):
+    """A live stream served from outside any request: its cursor, socket and slot."""
 
-    __slots__ = ("client", "end", "group")
+    __slots__ = ("client", "group", "slot", "writer")
 
-    def __init__(self, symbols: Sequence[str], client: Client, end: End) -> None:
+    def __init__(self, symbols: tuple[str, ...], client: ClientSocket, slot: Slot) -> None:
         super().__init__(symbols)
         self.client = client
-        self.end = end
+        self.slot = slot
+        self.writer: Writer = slot.watch(shutting(client.sock))
         self.group: set[Listener] | None = None
 
 
 class Broadcaster:
     """Serve the caught-up streams of one process from one greenlet."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        hub: Hub,
-        streams: stream.Streams,
-        heartbeat: float,
-        write_timeout: float,
-    ) -> None:
+    def __init__(self, engine: Engine, hub: Hub, streams: Streams, heartbeat: float) -> None:
         self.engine = engine
         self.hub = hub
         self.streams = streams
         self.heartbeat = heartbeat
-        self.write_timeout = write_timeout
         self.groups: dict[tuple[frozenset[str], bool], set[Listener]] = {}
         self.closed = False
         self._catching_up: set[gevent.Greenlet] = set()
         self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the broadcaster serves streams (started and not closed)."""
+        return self._greenlet is not None and not self.closed
 
     @property
     def parked(self) -> int:
@@ -83,65 +83,59 @@ class Broadcaster:
         """Start the broadcasting greenlet."""
         self._greenlet = gevent.spawn(self._run)
 
-    def open(
-        self,
-        client: Client,
-        head: bytes,
-        symbols: Sequence[str],
-        last_id: int | None,
-        retry_ms: int,
-        end: End,
-    ) -> None:
+    def open(self, client: ClientSocket, preamble: bytes, asked: Subscription, slot: Slot) -> None:
         """Serve a new stream in this greenlet until it is caught up, then park it.
 
-        ``head`` is the response's status line and headers, sent with the first message.
+        ``preamble`` is the response's status line and headers, sent with the first message.
         """
-        listener = Listener(symbols, client, end)
+        listener = Listener(asked.symbols, client, slot)
         messages = chain(
-            stream.opened(self.engine, self.hub, listener, last_id, retry_ms, self.streams),
-            self._following(listener),
+            catch_up(self.engine, self.hub, listener, asked, self.streams), self._live(listener)
         )
         first = client.frame(next(messages))  # the retry: no database read before it
-        self.serve(listener, messages, head + first)
+        self.serve(listener, messages, preamble + first)
 
     def serve(self, listener: Listener, messages: Iterator[bytes], pending: bytes = b"") -> None:
         """Write ``pending``, then ``messages``, to the listener; park it once caught up."""
-        client = listener.client
+        client, writer = listener.client, listener.writer
         reason = "shutdown"
         try:
             if pending:
-                client.send(pending, self.write_timeout)
+                client.send(pending, writer)
             while True:
                 for data in messages:
-                    client.send(client.frame(data), self.write_timeout)
+                    client.send(client.frame(data), writer)
                 if self.hub.closed:
                     break
                 if self._park(listener):
                     return
-                messages = self._following(listener)
-        except Stalled:
-            reason = "stalled"
+                messages = self._live(listener)
         except OSError:
-            reason = "client gone"
+            reason = "client gone"  # the slot says "stalled" when the sweep cut it off
+        except gevent.GreenletExit:
+            reason = "shutdown: notice not taken"
         except Exception as exc:
             logger.exception("stream failed")
             reason = f"error: {type(exc).__name__}"
         self._end(listener, reason)
 
     def close(self) -> None:
-        """End every parked stream with the shutdown notice; give the others a moment to end."""
+        """End every stream: the parked ones, and those being written, with the shutdown notice.
+
+        Streams whose client does not take the notice within ``SHUTDOWN_GRACE`` are cut off.
+        """
         if self.closed:
             return
         self.closed = True
         for group in list(self.groups.values()):
             for listener in list(group):
-                self._end(listener, "shutdown")
-        gevent.joinall(list(self._catching_up), timeout=self.write_timeout)
+                self._hand_back(listener, b"")
+        writing = list(self._catching_up)
+        gevent.joinall(writing, timeout=SHUTDOWN_GRACE)
+        gevent.killall([g for g in writing if not g.dead], block=True, timeout=SHUTDOWN_GRACE)
 
-    def _following(self, listener: Listener) -> Iterator[bytes]:
-        return stream.following(
-            self.engine, self.hub, listener, self.heartbeat, self.streams, until_idle=True
-        )
+    def _live(self, listener: Listener) -> Iterator[bytes]:
+        return live(self.engine, self.hub, listener, self.heartbeat, self.streams, until_idle=True)
 
     def _park(self, listener: Listener) -> bool:
         if self.closed or listener.cursor < self.hub.head:
@@ -160,18 +154,15 @@ class Broadcaster:
             listener.group = None
 
     def _end(self, listener: Listener, reason: str) -> None:
-        """End a stream: cleanly (a shutdown) with the notice, else by closing the socket."""
+        """End a stream: properly after a shutdown notice, else by closing the socket."""
         self._unpark(listener)
-        if reason == "shutdown":
-            listener.client.close(sse.SHUTDOWN_NOTICE)
-        else:
-            listener.client.sock.close()
-        listener.end(reason)
+        listener.client.close(finish=reason == "shutdown")
+        listener.slot.close(reason)
 
     def _hand_back(self, listener: Listener, rest: bytes) -> None:
         """Serve a stream from a greenlet of its own, starting with the unsent ``rest``."""
         self._unpark(listener)
-        runner = gevent.spawn(self.serve, listener, self._following(listener), rest)
+        runner = gevent.spawn(self.serve, listener, self._live(listener), rest)
         self._catching_up.add(runner)
         runner.link(self._catching_up.discard)
 
@@ -205,7 +196,7 @@ class Broadcaster:
             if not group:
                 del self.groups[key]
                 continue
-            batch = self.hub.read(position, key[0], stream.PAGE)
+            batch = self.hub.read(position, key[0], PAGE)
             if batch is None:  # the hub no longer holds position: these streams read the log
                 for listener in list(group):
                     self._hand_back(listener, b"")
@@ -239,7 +230,7 @@ class Broadcaster:
 
     def _keep_alive(self, now: float) -> None:
         """Send a keepalive to every parked stream quiet for long enough."""
-        quiet_for = stream.keepalive_after(self.heartbeat)
+        quiet_for = keepalive_after(self.heartbeat)
         for group in list(self.groups.values()):
             for listener in list(group):
                 message = listener.keepalive(now, quiet_for)

@@ -1,0 +1,77 @@
+"""The app factory: load and check config, build the app's state, blueprints, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from ticker import ROOT, api, headers, views
+from ticker.config import INSTANCE, Settings, app_settings
+from ticker.db import make_engine
+from ticker.errors import RequestError, error_response
+from ticker.follower import Follower
+from ticker.hub import PULSES_PER_HEARTBEAT, Hub
+from ticker.metrics import MeteredProducer, MeteredStreams, Metrics
+from ticker.state import KEY, AppState
+from ticker.stream import Broadcaster, taking_over, write_timeout
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: load and check config, build its state, blueprints, errors, headers."""
+    app = Flask("ticker", instance_path=str(INSTANCE), template_folder=str(ROOT / "templates"))
+    settings = app_settings(test_config)
+    app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[KEY] = build_state(settings)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    _register_errors(app)
+    headers.init_app(app)
+    app.wsgi_app = taking_over(app.wsgi_app)  # type: ignore[method-assign,assignment]
+    return app
+
+
+def build_state(settings: Settings) -> AppState:
+    """Build every stateful part of an app from its settings; nothing starts yet."""
+    engine = make_engine(settings.database_url)
+    hub = Hub(settings.hub_capacity)
+    metrics = Metrics(engine)
+    streams = MeteredStreams(settings.max_streams, metrics)
+    max_block = write_timeout(settings.heartbeat)
+    follower = Follower(
+        engine,
+        hub,
+        settings.poll_interval,
+        symbols=settings.symbols,
+        pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
+        on_pulse=lambda: streams.on_pulse(max_block),
+    )
+    return AppState(
+        settings=settings,
+        engine=engine,
+        hub=hub,
+        follower=follower,
+        streams=streams,
+        producer=MeteredProducer(engine, settings, on_append=follower.wake, metrics=metrics),
+        broadcaster=Broadcaster(engine, hub, streams, settings.heartbeat),
+        metrics=metrics,
+        cors_origins=settings.cors_origins,
+    )
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(RequestError)
+    def refused(exc: RequestError) -> Any:
+        return error_response(exc.status, exc.message, **exc.details)
+
+    @app.errorhandler(OperationalError)
+    def database_down(exc: OperationalError) -> Any:
+        app.logger.warning("database unavailable: %s", exc.orig)
+        return error_response(503, "database unavailable, retry shortly")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return error_response(exc.code or 500, exc.description or exc.name)

@@ -1,0 +1,246 @@
+"""Where a stream stands in the log, and the messages that move it: catch-up, then live.
+
+Invariant: a stream's ``cursor`` is the id up to which it has served the log
+(sent every event of its symbols with ``id <= cursor``).  Each step reads
+strictly after the cursor and moves it to the end of what it read, so nothing
+is sent twice or skipped:
+
+- opening (:func:`catch_up`): with no last id, or one the log cannot resume
+  (a reset), the stream sends the latest tick of each symbol and sets the
+  cursor to the head read in the same snapshot (the hub's, when the hub stands
+  at the log's head); otherwise the cursor is the client's last id;
+- replay: pages of the log up to the head of each page's snapshot, or of the
+  hub once the cursor is within it (up to the hub's head), then the ``live``
+  marker;
+- live (:func:`live`): the hub serves everything after the cursor; when the
+  cursor is below the hub's floor (the client read slower than ticks arrived)
+  the log does, page by page, until the stream is back within the hub.  When
+  the hub closes (shutdown) the stream ends between two messages, with the
+  shutdown notice.
+
+No database connection is held between these reads, so idle streams cost no
+connection from the pool.  Flask-free: both write paths (``wsgi`` and
+``broadcast``) drive these generators.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine
+
+from ticker import log, sse
+from ticker.hub import PULSES_PER_HEARTBEAT, Batch, Hub
+from ticker.stream.slots import Streams
+
+PAGE = 1000
+WINDOW = 20 * PAGE  # the most ids one page of the log scans
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a new stream asked for, and when it should come back if cut off."""
+
+    symbols: tuple[str, ...]
+    last_id: int | None  # the client's resume point; None: start from a snapshot
+    retry_ms: int  # the reconnect delay the stream tells the client
+
+
+class Cursor:
+    """Where a stream stands in the log: what it has served and what it last sent.
+
+    ``cursor``: every event of ``symbols`` with ``id <= cursor`` has been sent.
+    ``sent_id``: the last id the client holds (from a message or a keepalive).
+    """
+
+    __slots__ = (
+        "behind",
+        "cursor",
+        "head",
+        "quiet_since",
+        "sent_id",
+        "symbols",
+        "wanted",
+        "window",
+    )
+
+    def __init__(self, symbols: Sequence[str], cursor: int = 0) -> None:
+        self.symbols = tuple(symbols)
+        self.wanted = frozenset(symbols)
+        self.cursor = self.sent_id = cursor
+        self.quiet_since = time.monotonic()
+        self.behind = False  # served from the log after falling below the hub
+        self.window = 2 * PAGE  # how many ids the next page of the log may scan
+        self.head = 0  # the log's head when last read (it never moves back)
+
+    def keepalive(self, now: float, quiet_for: float) -> bytes | None:
+        """Return the keepalive due after ``quiet_for`` seconds of silence, else None.
+
+        It carries the cursor as the client's new resume point when ticks of
+        other symbols have passed since the last id the client holds.
+        """
+        if now - self.quiet_since < quiet_for:
+            return None
+        self.quiet_since = now
+        moved = self.cursor > self.sent_id
+        self.sent_id = self.cursor
+        return sse.keepalive(self.cursor if moved else None)
+
+
+def keepalive_after(heartbeat: float) -> float:
+    """Return how long a stream may stay quiet before it sends a keepalive.
+
+    Pulses come ``PULSES_PER_HEARTBEAT`` times a heartbeat; sending the keepalive
+    one pulse early keeps every silence under the heartbeat.
+    """
+    return heartbeat * (1 - 1 / PULSES_PER_HEARTBEAT)
+
+
+def read_page(engine: Engine, at: Cursor) -> tuple[Batch, bool, bool]:
+    """Read the log's next page after ``at.cursor``, and size the next page's id window.
+
+    Returns the page, whether it is a reset instead, and whether it reached the head.
+    """
+    cursor, symbols = at.cursor, at.symbols
+    with engine.connect() as conn:
+        if cursor + at.window > at.head:  # the page may reach the head last seen
+            at.head = log.position(conn).head
+        head = at.head
+        # A bounded id range keeps each page's scan short whatever plan the
+        # database picks (PostgreSQL may read every id of the range, then sort).
+        # The range follows how dense the stream's symbols are in the log: a
+        # full page shrinks it to about what that page spanned, a short one
+        # widens it, up to WINDOW.
+        upto = min(head, cursor + at.window)
+        found = log.read_after(conn, cursor, symbols, PAGE, upto=upto)
+        # Checked after the read: a prune racing it shows up here, never as a gap.
+        if cursor < log.pruned_through(conn):
+            head = log.position(conn).head
+            return Batch([_reset(conn, symbols, head, "expired")], head, head), True, True
+    full = len(found) == PAGE
+    moved_to = found[-1].id if full else upto
+    if full:
+        at.window = min(max(PAGE, (moved_to - cursor) * 5 // 4), WINDOW)
+    elif moved_to < head:
+        at.window = min(at.window * 4, WINDOW)
+    if not found:
+        return Batch([], moved_to, None), False, moved_to >= head
+    page = Batch([sse.tick(e) for e in found], moved_to, found[-1].id, found[-1].ts)
+    return page, False, moved_to >= head
+
+
+def _reset(conn: Connection, symbols: Sequence[str], head: int, reason: str) -> bytes:
+    """Encode a ``reset`` to ``head``: the newest tick of each symbol, and why."""
+    return sse.opening("reset", head, log.latest(conn, symbols, upto=head), reason=reason)
+
+
+def catch_up(
+    engine: Engine, hub: Hub, at: Cursor, asked: Subscription, streams: Streams
+) -> Iterator[bytes]:
+    """Yield a new stream's first messages: the retry, then a snapshot, a reset or the replay.
+
+    Leaves ``at`` at the point from which :func:`live` takes over.
+    """
+    symbols, last_id = at.symbols, asked.last_id
+    yield sse.retry(asked.retry_ms)
+
+    with engine.connect() as conn:
+        position = log.position(conn)
+        head = position.head
+        first: bytes | None = None
+        if last_id is None:
+            # When this process's hub has caught up with the log, it holds the newest
+            # tick of each symbol: the snapshot needs no further query.
+            latest = hub.snapshot(symbols, head, position.pruned_through)
+            if latest is None:
+                latest = log.latest(conn, symbols, upto=head)
+            first, cursor = sse.opening("snapshot", head, latest), head
+        elif last_id > head or last_id < position.pruned_through:
+            reason = "ahead" if last_id > head else "expired"
+            first, cursor = _reset(conn, symbols, head, reason), head
+            streams.on_reset(reason)
+        else:
+            cursor = last_id
+    at.cursor = at.sent_id = cursor  # the resume point the client holds
+    at.head = head
+
+    if first is not None:
+        yield first
+    else:
+        yield from _replay(engine, hub, at, streams)
+    at.quiet_since = time.monotonic()
+
+
+def _replay(engine: Engine, hub: Hub, at: Cursor, streams: Streams) -> Iterator[bytes]:
+    """Yield every event after the cursor up to the head read at the opening, then ``live``."""
+    replayed = 0
+    while True:
+        # What the hub still holds needs no query: after a deploy or a blip,
+        # reconnecting clients are mostly a few seconds behind.  Only once the
+        # hub has reached the log's head as read at the opening, though: the
+        # replay covers at least up to it, as the ``live`` marker promises.
+        in_hub = hub.started and hub.head >= at.head
+        held = hub.read(at.cursor, at.wanted, PAGE) if in_hub else None
+        if held is not None:
+            page, reset, caught_up = held, False, held.cursor >= hub.head
+        else:
+            page, reset, caught_up = read_page(engine, at)
+        if page.messages:
+            yield b"".join(page.messages)
+        at.cursor, at.sent_id = page.cursor, page.last_id or at.sent_id
+        if reset:  # retention overtook the replay: the reset says so, then live
+            streams.on_reset("expired")
+            return
+        streams.on_sent(len(page.messages), page.last_ts, replay=True)
+        replayed += len(page.messages)
+        if caught_up:
+            yield sse.message("live", {"replayed": replayed, "head": at.cursor})
+            return
+
+
+def live(
+    engine: Engine,
+    hub: Hub,
+    at: Cursor,
+    heartbeat: float,
+    streams: Streams,
+    until_idle: bool = False,
+) -> Iterator[bytes]:
+    """Yield a stream's live messages and keepalives, from the hub or, when behind, the log.
+
+    Ends with the shutdown notice when the hub closes (between two messages:
+    the client reconnects), or with ``until_idle`` as soon as the stream is
+    caught up with nothing to send: the broadcaster serves it from there.
+    """
+    quiet_for = keepalive_after(heartbeat)
+    reset = False
+    while not hub.closed:
+        batch = hub.read(at.cursor, at.wanted, PAGE)
+        if batch is None:  # below the hub's floor: this client is slow, serve it from the log
+            if not at.behind:
+                streams.on_fallback()
+            at.behind = True
+            batch, reset, _ = read_page(engine, at)
+            if reset:
+                streams.on_reset("expired")
+        else:
+            at.behind = False
+        messages, at.cursor = batch.messages, batch.cursor
+        now = time.monotonic()
+        if messages:
+            at.quiet_since = now
+            yield messages[0] if len(messages) == 1 else b"".join(messages)
+            if not (at.behind and reset):
+                streams.on_sent(len(messages), batch.last_ts, replay=False)
+            at.sent_id = batch.last_id or at.sent_id
+            continue
+        keepalive = at.keepalive(now, quiet_for)
+        if keepalive is not None:
+            yield keepalive
+            continue
+        if until_idle and at.cursor >= hub.head:
+            return
+        hub.wait(at.cursor)
+    yield sse.SHUTDOWN_NOTICE
