@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ticker import lease, log, params
 from ticker.background import ensure_started
-from ticker.config import Settings, normalise_symbol
+from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.db import get_engine
 from ticker.errors import RequestError, error_response
 from ticker.events import Tick, check_price, now_us, parse_ts
@@ -103,7 +103,7 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
     try:
         symbol = normalise_symbol(raw_symbol)
     except ValueError:
-        raise bad("symbol", f"{raw_symbol[:40]!r} is malformed") from None
+        raise bad("symbol", f"{raw_symbol[:40]!r} is malformed: {SYMBOL_GRAMMAR}", 400) from None
     if symbol not in settings.symbols:
         raise bad("symbol", f"{symbol!r} is not tracked")
     raw_price = item.get("price")

@@ -27,9 +27,13 @@ _REMOTE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
-# A symbol is 1-32 printable ASCII characters without spaces or commas.  It is
-# deliberately broad (BRK.B, ^GSPC, EUR/USD, ES=F) and the page escapes it.
-SYMBOL_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,32}$")
+# The SPEC's grammar, checked on the input as given (before upper-casing, which
+# would turn "ﬀ" into "FF"): ASCII only, so nothing in a symbol is ever markup.
+SYMBOL_RE = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._/:^=-]{0,31}")
+SYMBOL_GRAMMAR = (
+    "a symbol is 1 to 32 characters of A-Z 0-9 . - _ / : ^ =, starting with a letter, "
+    "a digit or ^ (e.g. BTC-USD, BTC/USDT, BRK.B, ^GSPC, EURUSD=X)"
+)
 
 _ORIGIN_RE = re.compile(r"^https?://[a-z0-9.\-\[\]:]+$")
 
@@ -81,11 +85,11 @@ class Settings:
 
 
 def normalise_symbol(raw: str) -> str:
-    """Return ``raw`` upper-cased, or raise ``ValueError`` when it is not a symbol."""
-    symbol = raw.strip().upper()
-    if not SYMBOL_RE.match(symbol):
-        raise ValueError(raw)
-    return symbol
+    """Return ``raw`` stripped and upper-cased, or raise ``ValueError`` when it is not a symbol."""
+    symbol = raw.strip()
+    if not SYMBOL_RE.fullmatch(symbol):
+        raise ValueError(f"{raw[:40]!r} is not a symbol: {SYMBOL_GRAMMAR}")
+    return symbol.upper()
 
 
 def parse_retention(raw: str) -> Retention:
@@ -149,9 +153,8 @@ def load_settings(
         try:
             symbol = normalise_symbol(part)
         except ValueError:
-            raise ConfigError(
-                "TICKER_SYMBOLS", raw_symbols, f"{part.strip()!r} is not a valid symbol"
-            ) from None
+            reason = f"{part.strip()[:40]!r} is malformed: {SYMBOL_GRAMMAR}"
+            raise ConfigError("TICKER_SYMBOLS", raw_symbols, reason) from None
         if symbol not in symbols:
             symbols.append(symbol)
     values["symbols"] = tuple(symbols)
@@ -250,19 +253,20 @@ def _pairs(
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
-        key, equals, value = (x.strip() for x in part.partition("="))
+        # The last "=": a symbol may hold one (EURUSD=X), an exchange's name never does.
+        key, equals, value = (x.strip() for x in part.rpartition("="))
+        if not equals:
+            raise ConfigError(f"TICKER_{name}", raw, f"{part!r} is not NAME=NAME")
         try:
-            if not equals:
-                raise ValueError(part)
             pairs.append((left(key), right(value)))
-        except ValueError:
-            raise ConfigError(f"TICKER_{name}", raw, f"{part!r} is not NAME=NAME") from None
+        except ValueError as exc:
+            raise ConfigError(f"TICKER_{name}", raw, f"in {part!r}: {exc}") from None
     return tuple(pairs)
 
 
 def _remote(raw: str) -> str:
     if not _REMOTE_RE.match(raw):
-        raise ValueError(raw)
+        raise ValueError(f"{raw[:40]!r} is not an exchange's name: 1 to 64 of A-Z a-z 0-9 . _ -")
     return raw.upper()
 
 
@@ -296,7 +300,7 @@ def _source_options(get: Callable[[str], str | None], symbols: tuple[str, ...]) 
         try:
             symbol = normalise_symbol(raw)
         except ValueError:
-            raise ConfigError("TICKER_CSV_SYMBOL", raw, "is not a valid symbol") from None
+            raise ConfigError("TICKER_CSV_SYMBOL", raw, f"malformed: {SYMBOL_GRAMMAR}") from None
         if symbol not in symbols:
             raise ConfigError("TICKER_CSV_SYMBOL", raw, f"{symbol} is not in TICKER_SYMBOLS")
         values["csv_symbol"] = symbol

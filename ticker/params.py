@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ticker.config import Settings, normalise_symbol
+from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError
 
 # ASCII digits only: \d and str.isdigit() also accept "²" or "٣".
@@ -25,10 +25,7 @@ def symbols(raw: str | None, settings: Settings) -> list[str]:
             symbol = normalise_symbol(part)
         except ValueError:
             raise RequestError(
-                400,
-                f"malformed symbol {part[:40]!r}: expected 1-32 printable characters "
-                "without spaces or commas",
-                symbol=part[:40],
+                400, f"malformed symbol {part[:40]!r}: {SYMBOL_GRAMMAR}", symbol=part[:40]
             ) from None
         if symbol not in chosen:
             chosen.append(symbol)
