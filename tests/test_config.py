@@ -13,8 +13,10 @@ from ticker import ROOT, create_app
 from ticker.config import (
     DEFAULT_SYMBOLS,
     ConfigError,
+    LogSettings,
     Retention,
     Settings,
+    load_log_settings,
     load_settings,
     normalise_symbol,
     parse_retention,
@@ -371,3 +373,39 @@ def test_the_readme_lists_every_source_variable() -> None:
         "CSV_LOOP",
     ):
         assert f"| `TICKER_{name}` |" in readme, name
+
+
+def test_the_log_settings_default_to_info_text_and_no_access_log() -> None:
+    assert load_log_settings({}) == LogSettings("INFO", "text", False)
+    assert load_log_settings({"TICKER_LOG_LEVEL": "  "}) == LogSettings()
+
+
+def test_the_log_settings_are_read_case_insensitively() -> None:
+    env = {"TICKER_LOG_LEVEL": " debug", "TICKER_LOG_FORMAT": "JSON ", "TICKER_ACCESS_LOG": "Yes"}
+    assert load_log_settings(env) == LogSettings("DEBUG", "json", True)
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [("1", True), ("true", True), ("on", True), ("0", False), ("No", False), ("OFF", False)],
+)
+def test_every_switch_takes_the_same_true_and_false_words(word: str, value: bool) -> None:
+    assert load_log_settings({"TICKER_ACCESS_LOG": word}).access_log is value
+    assert settings(CSV_LOOP=word).csv_loop is value
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "choices"),
+    [
+        ("LOG_LEVEL", "chatty", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("LOG_FORMAT", "xml", "text, json"),
+        ("ACCESS_LOG", "maybe", "true or false"),
+    ],
+)
+def test_a_bad_log_setting_names_the_variable_and_the_choices(
+    name: str, value: str, choices: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_log_settings({f"TICKER_{name}": value})
+    assert caught.value.variable == f"TICKER_{name}"
+    assert repr(value) in str(caught.value) and choices in str(caught.value)

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import TOKEN, Server, eventually
 from tests.sse_client import SSEStream
 from ticker import logs
+from ticker.config import LogSettings, load_log_settings
 from ticker.errors import ConfigError
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
@@ -69,13 +70,24 @@ def test_access_lines_never_carry_request_headers() -> None:
         assert "r-9" in line and "/api/ticks" in line and "201" in line
 
 
+def test_the_logging_config_follows_the_log_settings() -> None:
+    quiet = logs.logging_config(LogSettings())
+    assert quiet["root"]["level"] == "INFO"
+    assert quiet["formatters"]["line"]["()"].endswith(".TextFormatter")
+    assert quiet["loggers"]["gunicorn.access"]["level"] == "CRITICAL"
+    loud = logs.logging_config(LogSettings(level="DEBUG", format="json", access_log=True))
+    assert loud["root"]["level"] == loud["loggers"]["gunicorn.error"]["level"] == "DEBUG"
+    assert loud["formatters"]["line"]["()"].endswith(".JsonFormatter")
+    assert loud["loggers"]["gunicorn.access"]["level"] == "INFO"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("TICKER_LOG_LEVEL", "chatty"), ("TICKER_LOG_FORMAT", "xml"), ("TICKER_ACCESS_LOG", "maybe")],
 )
 def test_a_bad_log_setting_stops_the_command_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        logs.logging_config({name: value})
+        load_log_settings({name: value})
     done = subprocess.run(
         [sys.executable, "-m", "ticker.cli", "prune"],
         env={"PATH": "/usr/bin:/bin", name: value},

@@ -15,7 +15,7 @@ from flask import Flask
 
 from ticker import ROOT, create_app, log, logs, metrics
 from ticker.background import make_scheduler
-from ticker.config import Settings
+from ticker.config import Settings, load_log_settings
 from ticker.db import get_engine
 from ticker.errors import ConfigError
 from ticker.events import now_us
@@ -47,7 +47,7 @@ def upgrade(app: Flask, revision: str = "head") -> None:
 def main() -> None:
     """Run and operate ticker. Configuration comes from TICKER_* variables."""
     try:
-        logs.configure()
+        logs.configure(load_log_settings())
     except ConfigError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from None
 

@@ -26,6 +26,8 @@ _TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _REMOTE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 # The SPEC's grammar, checked on the input as given (before upper-casing, which
 # would turn "ﬀ" into "FF"): ASCII only, so nothing in a symbol is ever markup.
@@ -50,6 +52,15 @@ class Retention:
 
     def __bool__(self) -> bool:
         return self.max_age is not None or self.max_events is not None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How one process logs: the level, the shape of a line, and a line per request or not."""
+
+    level: str = "INFO"
+    format: str = "text"  # text or json
+    access_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,37 @@ def normalise_symbol(raw: str) -> str:
     if not SYMBOL_RE.fullmatch(symbol):
         raise ValueError(f"{raw[:40]!r} is not a symbol: {SYMBOL_GRAMMAR}")
     return symbol.upper()
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """Return ``raw`` (true/false, yes/no, on/off, 1/0) as a bool; raise ``ConfigError`` if not."""
+    word = raw.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ConfigError(name, raw, "expected true or false")
+    return word in _TRUE
+
+
+def _reader(env: Mapping[str, str]) -> Callable[[str], str | None]:
+    """Return a reader of ``TICKER_<name>`` in ``env``: stripped, None when unset or blank."""
+
+    def get(name: str) -> str | None:
+        value = env.get(f"TICKER_{name}")
+        return value.strip() if value is not None and value.strip() else None
+
+    return get
+
+
+def load_log_settings(environ: Mapping[str, str] | None = None) -> LogSettings:
+    """Build :class:`LogSettings` from ``TICKER_LOG_LEVEL``, ``_LOG_FORMAT``, ``_ACCESS_LOG``."""
+    get = _reader(os.environ if environ is None else environ)
+    raw_level, raw_shape = get("LOG_LEVEL") or "INFO", get("LOG_FORMAT") or "text"
+    level, shape = raw_level.upper(), raw_shape.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError("TICKER_LOG_LEVEL", raw_level, f"choose one of {', '.join(LOG_LEVELS)}")
+    if shape not in LOG_FORMATS:
+        raise ConfigError("TICKER_LOG_FORMAT", raw_shape, f"choose one of {', '.join(LOG_FORMATS)}")
+    access = parse_bool("TICKER_ACCESS_LOG", get("ACCESS_LOG") or "false")
+    return LogSettings(level, shape, access)
 
 
 def parse_retention(raw: str) -> Retention:
@@ -141,10 +183,7 @@ def load_settings(
         else:
             env[f"TICKER_{key.upper()}"] = str(value)
 
-    def get(name: str) -> str | None:
-        value = env.get(f"TICKER_{name}")
-        return value.strip() if value is not None and value.strip() else None
-
+    get = _reader(env)
     values: dict[str, Any] = {"database_url": get("DATABASE_URL") or default_database_url}
 
     raw_symbols = get("SYMBOLS") or DEFAULT_SYMBOLS
@@ -316,7 +355,5 @@ def _source_options(get: Callable[[str], str | None], symbols: tuple[str, ...]) 
             raise ConfigError("TICKER_CSV_SPEED", raw, "the speed factor must be above 0")
     raw = get("CSV_LOOP")
     if raw is not None:
-        if raw.lower() not in _TRUE + _FALSE:
-            raise ConfigError("TICKER_CSV_LOOP", raw, "expected true or false")
-        values["csv_loop"] = raw.lower() in _TRUE
+        values["csv_loop"] = parse_bool("TICKER_CSV_LOOP", raw)
     return values

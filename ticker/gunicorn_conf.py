@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from ticker import logs, metrics
+from ticker.config import load_log_settings
 
 worker_class = "gevent"
 worker_connections = 19000  # the per-process file limit here is 20,000
@@ -28,7 +29,7 @@ backlog = 4096
 accesslog = None
 control_socket_disable = True  # several instances may run side by side
 # gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
-logconfig_dict = logs.logging_config()
+logconfig_dict = logs.logging_config(load_log_settings())
 
 
 def on_starting(server: Any) -> None:
