@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask
 
-from ticker import ROOT, create_app, log, logs, metrics
+from ticker import ROOT, create_app, log, logsetup, metrics
 from ticker.background import make_scheduler
 from ticker.config import Settings, load_log_settings
 from ticker.db import get_engine
@@ -47,7 +47,7 @@ def upgrade(app: Flask, revision: str = "head") -> None:
 def main() -> None:
     """Run and operate ticker. Configuration comes from TICKER_* variables."""
     try:
-        logs.configure(load_log_settings())
+        logsetup.configure(load_log_settings())
     except ConfigError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from None
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from ticker import logs, metrics
+from ticker import logsetup, metrics
 from ticker.config import load_log_settings
 
 worker_class = "gevent"
@@ -29,7 +29,7 @@ backlog = 4096
 accesslog = None
 control_socket_disable = True  # several instances may run side by side
 # gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
-logconfig_dict = logs.logging_config(load_log_settings())
+logconfig_dict = logsetup.logging_config(load_log_settings())
 
 
 def on_starting(server: Any) -> None:

@@ -20,7 +20,6 @@ import json
 import logging
 import logging.config
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,14 +33,6 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "taskName",
 }
 _BARE = re.compile(r"^[^\s\"=\\]+$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-
-
-def request_id(header: str | None) -> str:
-    """Return the caller's ``X-Request-ID`` when it is a sane token, else a new id."""
-    if header is not None and _REQUEST_ID.match(header):
-        return header
-    return uuid.uuid4().hex
 
 
 def _time(record: logging.LogRecord) -> str:
