@@ -185,7 +185,13 @@ def loadtest(
     import resource
     import urllib.request
 
-    import uvloop
+    try:
+        import uvloop
+    except ImportError:
+        raise click.ClickException(
+            "ticker loadtest needs uvloop, which the server does not: "
+            "pip install 'ticker[load]' (or pip install uvloop)"
+        ) from None
 
     from ticker import loadtest as load
 
