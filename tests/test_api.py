@@ -279,7 +279,12 @@ REJECTED: list[tuple[str, Any, int, int | None, str | None]] = [
     ("huge price", '{"symbol": "AAPL", "price": 1e400}', 422, 0, "price"),
     ("missing symbol", [OK, OK, {"price": "1"}], 422, 2, "symbol"),
     ("number symbol", {"symbol": 5, "price": "1"}, 422, 0, "symbol"),
-    ("malformed symbol", {"symbol": "AA PL", "price": "1"}, 422, 0, "symbol"),
+    ("malformed symbol", {"symbol": "AA PL", "price": "1"}, 400, 0, "symbol"),
+    ("symbol with markup", [OK, {"symbol": "<b>X", "price": "1"}], 400, 1, "symbol"),
+    ("symbol of 33", [OK, OK, {"symbol": "A" * 33, "price": "1"}], 400, 2, "symbol"),
+    ("symbol with a comma", {"symbol": "AAPL,MSFT", "price": "1"}, 400, 0, "symbol"),
+    ("symbol led by a dot", {"symbol": ".AAPL", "price": "1"}, 400, 0, "symbol"),
+    ("empty symbol", {"symbol": " ", "price": "1"}, 400, 0, "symbol"),
     ("untracked symbol", [OK, {"symbol": "zzz-usd", "price": "1"}], 422, 1, "symbol"),
     ("word ts", {"symbol": "AAPL", "price": "1", "ts": "yesterday"}, 422, 0, "ts"),
     ("ts without zone", {**OK, "ts": "2026-11-21T10:00:00"}, 422, 0, "ts"),
@@ -316,6 +321,63 @@ def test_an_untracked_symbol_is_named(client: Any) -> None:
     response = post(client, [OK, {"symbol": "zzz-usd", "price": "1"}])
     assert response.status_code == 422
     assert "ZZZ-USD" in response.get_json()["error"]
+    well_formed = post(client, [OK, {"symbol": "^gspc", "price": "1"}])
+    assert well_formed.status_code == 422
+    assert "^GSPC" in well_formed.get_json()["error"]
+
+
+def test_a_malformed_symbol_in_a_tick_is_quoted_with_the_grammar(client: Any) -> None:
+    response = post(client, [OK, {"symbol": "btc usd", "price": "1"}])
+    assert response.status_code == 400
+    error = response.get_json()
+    assert (error["index"], error["field"]) == (1, "symbol")
+    assert "'btc usd'" in error["error"]
+    assert "1 to 32 characters of A-Z 0-9 . - _ / : ^ =" in error["error"]
+
+
+GRAMMAR_SYMBOLS = "BTC-USD,BTC/USDT,BRK.B,^GSPC,EURUSD=X," + "A" * 32
+
+
+@pytest.mark.parametrize(
+    "path", ["/stream?symbols={}", "/api/snapshot?symbols={}", "/api/ticks?symbol={}"]
+)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "A" * 33,
+        ".BRK",
+        "-BTC",
+        "=X",
+        "BTC%20USD",
+        "%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+        "%C3%84PFEL",  # Ä
+        "%EF%AC%80",  # ﬀ, which upper-cases to FF
+    ],
+)
+def test_a_malformed_symbol_is_a_400_stating_the_grammar_wherever_read(
+    make_app: Any, path: str, raw: str
+) -> None:
+    client = make_app(symbols=GRAMMAR_SYMBOLS).test_client()
+    response = client.get(path.format(raw))
+    assert response.status_code == 400
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    assert "malformed symbol" in error
+    assert "1 to 32 characters of A-Z 0-9 . - _ / : ^ =" in error
+    assert "starting with a letter, a digit or ^" in error
+
+
+@pytest.mark.parametrize(
+    "raw", ["btc-usd", "btc/usdt", "brk.b", "%5Egspc", "eurusd%3Dx", "%20AAPL%20", "a" * 32]
+)
+def test_every_kind_of_well_formed_symbol_is_read_case_insensitively(
+    make_app: Any, raw: str
+) -> None:
+    client = make_app(symbols=GRAMMAR_SYMBOLS + ",AAPL").test_client()
+    snapshot = client.get(f"/api/snapshot?symbols={raw}")
+    assert snapshot.status_code == 200, snapshot.get_json()
+    page = client.get(f"/api/ticks?symbol={raw}")
+    assert page.status_code == 200, page.get_json()
 
 
 @pytest.mark.parametrize(
@@ -323,6 +385,10 @@ def test_an_untracked_symbol_is_named(client: Any) -> None:
     [
         ("symbols=BTC%20USD", {}, 400),
         ("symbols=" + "A" * 33, {}, 400),
+        ("symbols=BTC-USD,.ETH", {}, 400),
+        ("symbols=%3Cb%3EX", {}, 400),
+        ("symbols=%5EGSPC", {}, 404),  # well-formed, not tracked
+        ("symbols=" + "Z" * 32, {}, 404),
         ("symbols=BTC-USD,ETH-USD,AAPL", {}, 400),  # more than max_symbols=2
         ("symbols=BTC-USD,xyz", {}, 404),
         ("last_event_id=-1", {}, 400),

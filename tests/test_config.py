@@ -13,9 +13,12 @@ from ticker import ROOT, create_app
 from ticker.config import (
     DEFAULT_SYMBOLS,
     ConfigError,
+    LogSettings,
     Retention,
     Settings,
+    load_log_settings,
     load_settings,
+    normalise_symbol,
     parse_retention,
 )
 
@@ -184,6 +187,90 @@ def test_symbols_are_upper_cased_stripped_and_deduplicated_in_order() -> None:
     assert s.symbols == ("BTC-USD", "AAPL", "ETH-USD")
 
 
+WELL_FORMED = [
+    ("BTC-USD", "BTC-USD"),
+    ("BTC/USDT", "BTC/USDT"),
+    ("BRK.B", "BRK.B"),
+    ("^GSPC", "^GSPC"),
+    ("EURUSD=X", "EURUSD=X"),
+    ("ES=F", "ES=F"),
+    ("eth:perp_1", "ETH:PERP_1"),
+    ("^gspc", "^GSPC"),
+    ("  brk.b\t", "BRK.B"),
+    ("7203.T", "7203.T"),
+    ("A", "A"),
+    ("A" * 32, "A" * 32),
+]
+MALFORMED = [
+    "",
+    "   ",
+    "A" * 33,
+    ".BTC",
+    "-BTC",
+    "=X",
+    "_X",
+    "/USD",
+    ":X",
+    "BTC USD",
+    "BTC,USD",
+    "BTC\nUSD",
+    "BTC-USD\x00",
+    "BTC€",
+    "ÄPFEL",
+    "ﬀ",  # upper-cases to the ASCII "FF": refused before it gets there
+    "b\u0131tc",  # a dotless i upper-cases to "I"
+    "<b>X",
+    "<IMG/SRC=X/ONERROR=ALERT(1)>",
+    "&AMP;",
+    "A'B",
+    'A"B',
+    "A+B",
+    "A*",
+    "A%20B",
+]
+
+
+@pytest.mark.parametrize(("raw", "symbol"), WELL_FORMED)
+def test_a_well_formed_symbol_is_upper_cased(raw: str, symbol: str) -> None:
+    assert normalise_symbol(raw) == symbol
+    assert settings(SYMBOLS=f"AAPL,{raw}").symbols == ("AAPL", symbol)
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_a_malformed_symbol_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="1 to 32 characters"):
+        normalise_symbol(raw)
+
+
+@pytest.mark.parametrize("raw", [m for m in MALFORMED if m.strip() and "," not in m])
+def test_a_malformed_symbol_stops_start_up_stating_the_grammar(raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(SYMBOLS=f"AAPL,{raw}")
+    assert caught.value.variable == "TICKER_SYMBOLS"
+    message = str(caught.value)
+    assert repr(raw.strip()[:40]) in message
+    assert "1 to 32 characters of A-Z 0-9 . - _ / : ^ =" in message
+    assert "starting with a letter, a digit or ^" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CSV_SYMBOL", ".GOLD"), ("SOURCE_SYMBOLS", "GOLD=PAXGUSDT,<b>=BTCUSDT")],
+)
+def test_a_malformed_source_symbol_stops_start_up_stating_the_grammar(
+    name: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(SYMBOLS="GOLD", **{name: value})
+    assert caught.value.variable == f"TICKER_{name}"
+    assert "1 to 32 characters of A-Z 0-9 . - _ / : ^ =" in str(caught.value)
+
+
+def test_a_source_symbol_with_an_equals_sign_maps_to_the_exchanges_name() -> None:
+    s = settings(SYMBOLS="EURUSD=X", SOURCE_SYMBOLS="eurusd=x=EURUSDT")
+    assert s.source_symbols == (("EURUSD=X", "EURUSDT"),)
+
+
 def test_create_app_refuses_a_bad_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TICKER_TICK_INTERVAL"):
         create_app({"database_url": f"sqlite:///{tmp_path / 'x.db'}", "tick_interval": "abc"})
@@ -286,3 +373,39 @@ def test_the_readme_lists_every_source_variable() -> None:
         "CSV_LOOP",
     ):
         assert f"| `TICKER_{name}` |" in readme, name
+
+
+def test_the_log_settings_default_to_info_text_and_no_access_log() -> None:
+    assert load_log_settings({}) == LogSettings("INFO", "text", False)
+    assert load_log_settings({"TICKER_LOG_LEVEL": "  "}) == LogSettings()
+
+
+def test_the_log_settings_are_read_case_insensitively() -> None:
+    env = {"TICKER_LOG_LEVEL": " debug", "TICKER_LOG_FORMAT": "JSON ", "TICKER_ACCESS_LOG": "Yes"}
+    assert load_log_settings(env) == LogSettings("DEBUG", "json", True)
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [("1", True), ("true", True), ("on", True), ("0", False), ("No", False), ("OFF", False)],
+)
+def test_every_switch_takes_the_same_true_and_false_words(word: str, value: bool) -> None:
+    assert load_log_settings({"TICKER_ACCESS_LOG": word}).access_log is value
+    assert settings(CSV_LOOP=word).csv_loop is value
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "choices"),
+    [
+        ("LOG_LEVEL", "chatty", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("LOG_FORMAT", "xml", "text, json"),
+        ("ACCESS_LOG", "maybe", "true or false"),
+    ],
+)
+def test_a_bad_log_setting_names_the_variable_and_the_choices(
+    name: str, value: str, choices: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_log_settings({f"TICKER_{name}": value})
+    assert caught.value.variable == f"TICKER_{name}"
+    assert repr(value) in str(caught.value) and choices in str(caught.value)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from tests.conftest import TOKEN, Server
-from ticker.loadtest import Client, Published, _report, render
+from ticker.loadtest import Published, Received, _report, render
 
 
 def test_loadtest_reports_zero_loss_against_a_real_server(serve: Callable[..., Server]) -> None:
@@ -33,10 +33,25 @@ def test_loadtest_reports_zero_loss_against_a_real_server(serve: Callable[..., S
 
 def test_the_report_counts_loss_duplicates_and_reordering() -> None:
     published = Published(ids={10: "A", 11: "B", 12: "A", 13: "A", 14: "A"})
-    fine = Client(("A",), start=10, ids=[12, 13, 14])
-    lossy = Client(("A",), start=10, ids=[12, 14])
-    doubled = Client(("A",), start=11, ids=[12, 13, 13, 14])
-    swapped = Client(("A", "B"), start=10, ids=[12, 11, 13, 14])
+    fine = Received(("A",), start=10, ids=[12, 13, 14])
+    lossy = Received(("A",), start=10, ids=[12, 14])
+    doubled = Received(("A",), start=11, ids=[12, 13, 13, 14])
+    swapped = Received(("A", "B"), start=10, ids=[12, 11, 13, 14])
     report = _report([fine, lossy, doubled, swapped], published, 4, 0.1, 1.0, 13, 5.0)
     assert (report["lost"], report["duplicated"], report["reordered"]) == (1, 1, 1)
     assert "lost / duplicated / reordered  1 / 1 / 1" in render(report)
+
+
+def test_loadtest_without_uvloop_says_what_to_install() -> None:
+    # The load tool's dependency is an extra, not the server's: block it as if not installed.
+    run_cli = (
+        "import sys; sys.modules['uvloop'] = None; sys.argv = ['ticker', 'loadtest'];"
+        "import ticker.cli; ticker.cli.main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", run_cli], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'ticker[load]'" in done.stderr
+    assert "uvloop" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -342,25 +342,22 @@ def test_a_log_that_cannot_resume_the_page_shows_a_reset_notice(
 
 
 @SQLITE_ONLY
-def test_a_symbol_name_with_markup_is_shown_as_text(
-    serve: Callable[..., Server], browser: Browser
-) -> None:
-    evil = ["<B>X", "<IMG/SRC=X/ONERROR=ALERT(1)>", "&AMP;"]
-    server = serve(source="none", symbols=",".join(["BTC-USD", *evil]))
-    server.post_ticks([{"symbol": s, "price": "1.5"} for s in evil])
-    query = ",".join(quote(s, safe="") for s in evil)
-    open_page(browser, server, f"?symbols={query}")
-    eventually(lambda: browser.row_text(evil[0], "price") == "1.5", "price of the markup symbol")
-    assert browser.rows() == evil
-    assert browser.page.locator("#board .row .sym").evaluate_all(
-        "(cells) => cells.every((c) => c.children.length === 0)"
-    )
-    assert browser.page.locator("img, b").count() == 0
-    assert browser.page.locator("#add-symbol option").all_text_contents() == ["BTC-USD"]
-    browser.page.select_option("#add-symbol", "BTC-USD")
-    browser.page.click("#add-button")
-    eventually(lambda: browser.url_symbols() == [*evil, "BTC-USD"], "URL with the markup symbols")
-    assert browser.page.locator("img, b").count() == 0
+def test_markup_in_the_url_is_shown_as_text(serve: Callable[..., Server], browser: Browser) -> None:
+    # Symbols cannot hold markup any more, but the page quotes what the URL asked
+    # for when it is not tracked: that text must stay text.
+    server = serve(source="none", symbols="BTC-USD,AAPL")
+    server.post_ticks([{"symbol": "BTC-USD", "price": "1.5"}])
+    asked = ["BTC-USD", "<img src=x onerror=alert(1)>", "<b>bold</b>", "&amp;"]
+    open_page(browser, server, "?symbols=" + ",".join(quote(s, safe="") for s in asked))
+    browser.page.wait_for_selector("#notice", state="visible")
+    shown = browser.page.text_content("#notice-text")
+    assert shown == "Not tracked: <IMG SRC=X ONERROR=ALERT(1)>, <B>BOLD</B>, &AMP;."
+    assert browser.page.locator("#notice-text").evaluate("(n) => n.children.length") == 0
+    assert browser.page.locator("img, b, [onerror]").count() == 0
+    # The page goes on with what it can show, and the URL says so.
+    assert browser.rows() == ["BTC-USD"]
+    assert browser.url_symbols() == ["BTC-USD"]
+    eventually(lambda: browser.row_text("BTC-USD", "price") == "1.5", "BTC-USD price")
 
 
 @SQLITE_ONLY

@@ -168,6 +168,22 @@ def test_a_symbol_column_names_each_rows_symbol(tmp_path: Path) -> None:
     ]
 
 
+def test_symbols_in_the_file_follow_the_symbol_grammar(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "ts,symbol,price\n"
+        "2024-01-01T00:00:00Z,^gspc,5000.25\n"
+        "2024-01-01T00:00:01Z,<b>X,1.5\n"
+        "2024-01-01T00:00:02Z,.BTC-USD,2.5\n"
+        "2024-01-01T00:00:03Z, eurusd=x ,1.0846\n",
+    )
+    with captured() as messages:
+        source = CSVSource(path, ("^GSPC", "EURUSD=X", "BTC-USD"))
+    ticks = [source.next_ticks(T0)[0] for _ in range(2)]
+    assert [(t.symbol, t.price) for t in ticks] == [("^GSPC", "5000.25"), ("EURUSD=X", "1.0846")]
+    assert any("skipped 2 rows malformed" in m for m in messages), messages
+
+
 def test_rows_are_replayed_in_time_order_whatever_the_files_order(tmp_path: Path) -> None:
     path = write(
         tmp_path,

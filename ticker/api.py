@@ -11,9 +11,9 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from ticker import lease, lifecycle, log, params
-from ticker.config import Settings, normalise_symbol
+from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Tick, check_price, now_us, parse_ts
+from ticker.events import Tick, exact_price, now_us, parse_ts
 from ticker.state import app_state
 
 bp = Blueprint("api", __name__)
@@ -99,18 +99,16 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
     try:
         symbol = normalise_symbol(raw_symbol)
     except ValueError:
-        raise bad("symbol", f"{raw_symbol[:40]!r} is malformed") from None
+        raise bad("symbol", f"{raw_symbol[:40]!r} is malformed: {SYMBOL_GRAMMAR}", 400) from None
     if symbol not in settings.symbols:
         raise bad("symbol", f"{symbol!r} is not tracked")
     raw_price = item.get("price")
-    if isinstance(raw_price, Decimal):
-        raw_price = format(raw_price, "f")
-    if not isinstance(raw_price, str):
+    if raw_price is None:
         raise bad("price", 'is required: a decimal string such as "67012.35"')
     try:
-        price = check_price(raw_price.strip())
+        price = exact_price(raw_price)
     except ValueError as exc:
-        raise bad("price", f"{raw_price[:40]!r}: {exc}") from None
+        raise bad("price", str(exc)) from None
     ts = received_us
     raw_ts = item.get("ts")
     if raw_ts is not None:

@@ -13,8 +13,8 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask
 
-from ticker import ROOT, create_app, log, logs
-from ticker.config import app_settings
+from ticker import ROOT, create_app, log, logsetup
+from ticker.config import app_settings, load_log_settings
 from ticker.errors import ConfigError
 from ticker.events import now_us
 from ticker.lifecycle import make_scheduler
@@ -51,7 +51,7 @@ def upgrade(app: Flask, revision: str = "head") -> None:
 def main() -> None:
     """Run and operate ticker. Configuration comes from TICKER_* variables."""
     try:
-        logs.configure()
+        logsetup.configure(load_log_settings())
     except ConfigError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from None
 
@@ -190,7 +190,13 @@ def loadtest(
     import resource
     import urllib.request
 
-    import uvloop
+    try:
+        import uvloop
+    except ImportError:
+        raise click.ClickException(
+            "ticker loadtest needs uvloop, which the server does not: "
+            "pip install 'ticker[load]' (or pip install uvloop)"
+        ) from None
 
     from ticker import loadtest as load
 

@@ -31,10 +31,16 @@ _TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _REMOTE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
-# A symbol is 1-32 printable ASCII characters without spaces or commas.  It is
-# deliberately broad (BRK.B, ^GSPC, EUR/USD, ES=F) and the page escapes it.
-SYMBOL_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,32}$")
+# The SPEC's grammar, checked on the input as given (before upper-casing, which
+# would turn "ﬀ" into "FF"): ASCII only, so nothing in a symbol is ever markup.
+SYMBOL_RE = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._/:^=-]{0,31}")
+SYMBOL_GRAMMAR = (
+    "a symbol is 1 to 32 characters of A-Z 0-9 . - _ / : ^ =, starting with a letter, "
+    "a digit or ^ (e.g. BTC-USD, BTC/USDT, BRK.B, ^GSPC, EURUSD=X)"
+)
 
 _ORIGIN_RE = re.compile(r"^https?://[a-z0-9.\-\[\]:]+$")
 
@@ -51,6 +57,15 @@ class Retention:
 
     def __bool__(self) -> bool:
         return self.max_age is not None or self.max_events is not None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How one process logs: the level, the shape of a line, and a line per request or not."""
+
+    level: str = "INFO"
+    format: str = "text"  # text or json
+    access_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,11 +115,42 @@ def app_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 
 def normalise_symbol(raw: str) -> str:
-    """Return ``raw`` upper-cased, or raise ``ValueError`` when it is not a symbol."""
-    symbol = raw.strip().upper()
-    if not SYMBOL_RE.match(symbol):
-        raise ValueError(raw)
-    return symbol
+    """Return ``raw`` stripped and upper-cased, or raise ``ValueError`` when it is not a symbol."""
+    symbol = raw.strip()
+    if not SYMBOL_RE.fullmatch(symbol):
+        raise ValueError(f"{raw[:40]!r} is not a symbol: {SYMBOL_GRAMMAR}")
+    return symbol.upper()
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """Return ``raw`` (true/false, yes/no, on/off, 1/0) as a bool; raise ``ConfigError`` if not."""
+    word = raw.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ConfigError(name, raw, "expected true or false")
+    return word in _TRUE
+
+
+def _reader(env: Mapping[str, str]) -> Callable[[str], str | None]:
+    """Return a reader of ``TICKER_<name>`` in ``env``: stripped, None when unset or blank."""
+
+    def get(name: str) -> str | None:
+        value = env.get(f"TICKER_{name}")
+        return value.strip() if value is not None and value.strip() else None
+
+    return get
+
+
+def load_log_settings(environ: Mapping[str, str] | None = None) -> LogSettings:
+    """Build :class:`LogSettings` from ``TICKER_LOG_LEVEL``, ``_LOG_FORMAT``, ``_ACCESS_LOG``."""
+    get = _reader(os.environ if environ is None else environ)
+    raw_level, raw_shape = get("LOG_LEVEL") or "INFO", get("LOG_FORMAT") or "text"
+    level, shape = raw_level.upper(), raw_shape.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError("TICKER_LOG_LEVEL", raw_level, f"choose one of {', '.join(LOG_LEVELS)}")
+    if shape not in LOG_FORMATS:
+        raise ConfigError("TICKER_LOG_FORMAT", raw_shape, f"choose one of {', '.join(LOG_FORMATS)}")
+    access = parse_bool("TICKER_ACCESS_LOG", get("ACCESS_LOG") or "false")
+    return LogSettings(level, shape, access)
 
 
 def parse_retention(raw: str) -> Retention:
@@ -156,10 +202,7 @@ def load_settings(
         else:
             env[f"TICKER_{key.upper()}"] = str(value)
 
-    def get(name: str) -> str | None:
-        value = env.get(f"TICKER_{name}")
-        return value.strip() if value is not None and value.strip() else None
-
+    get = _reader(env)
     values: dict[str, Any] = {"database_url": get("DATABASE_URL") or default_database_url}
 
     raw_symbols = get("SYMBOLS") or DEFAULT_SYMBOLS
@@ -168,9 +211,8 @@ def load_settings(
         try:
             symbol = normalise_symbol(part)
         except ValueError:
-            raise ConfigError(
-                "TICKER_SYMBOLS", raw_symbols, f"{part.strip()!r} is not a valid symbol"
-            ) from None
+            reason = f"{part.strip()[:40]!r} is malformed: {SYMBOL_GRAMMAR}"
+            raise ConfigError("TICKER_SYMBOLS", raw_symbols, reason) from None
         if symbol not in symbols:
             symbols.append(symbol)
     values["symbols"] = tuple(symbols)
@@ -269,19 +311,20 @@ def _pairs(
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
-        key, equals, value = (x.strip() for x in part.partition("="))
+        # The last "=": a symbol may hold one (EURUSD=X), an exchange's name never does.
+        key, equals, value = (x.strip() for x in part.rpartition("="))
+        if not equals:
+            raise ConfigError(f"TICKER_{name}", raw, f"{part!r} is not NAME=NAME")
         try:
-            if not equals:
-                raise ValueError(part)
             pairs.append((left(key), right(value)))
-        except ValueError:
-            raise ConfigError(f"TICKER_{name}", raw, f"{part!r} is not NAME=NAME") from None
+        except ValueError as exc:
+            raise ConfigError(f"TICKER_{name}", raw, f"in {part!r}: {exc}") from None
     return tuple(pairs)
 
 
 def _remote(raw: str) -> str:
     if not _REMOTE_RE.match(raw):
-        raise ValueError(raw)
+        raise ValueError(f"{raw[:40]!r} is not an exchange's name: 1 to 64 of A-Z a-z 0-9 . _ -")
     return raw.upper()
 
 
@@ -315,7 +358,7 @@ def _source_options(get: Callable[[str], str | None], symbols: tuple[str, ...]) 
         try:
             symbol = normalise_symbol(raw)
         except ValueError:
-            raise ConfigError("TICKER_CSV_SYMBOL", raw, "is not a valid symbol") from None
+            raise ConfigError("TICKER_CSV_SYMBOL", raw, f"malformed: {SYMBOL_GRAMMAR}") from None
         if symbol not in symbols:
             raise ConfigError("TICKER_CSV_SYMBOL", raw, f"{symbol} is not in TICKER_SYMBOLS")
         values["csv_symbol"] = symbol
@@ -331,7 +374,5 @@ def _source_options(get: Callable[[str], str | None], symbols: tuple[str, ...]) 
             raise ConfigError("TICKER_CSV_SPEED", raw, "the speed factor must be above 0")
     raw = get("CSV_LOOP")
     if raw is not None:
-        if raw.lower() not in _TRUE + _FALSE:
-            raise ConfigError("TICKER_CSV_LOOP", raw, "expected true or false")
-        values["csv_loop"] = raw.lower() in _TRUE
+        values["csv_loop"] = parse_bool("TICKER_CSV_LOOP", raw)
     return values

@@ -12,10 +12,12 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PRICE_RE = re.compile(r"^(?:0|[1-9]\d{0,19})(?:\.\d{1,18})?$")
+# ASCII digits, matched whole: \d also takes "٣", and "$" a trailing newline.
+_PRICE_RE = re.compile(r"(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,25 @@ def parse_ts(raw: str) -> int:
 
 def check_price(raw: str) -> str:
     """Return ``raw`` when it is a plain positive decimal such as ``67012.35``."""
-    if not _PRICE_RE.match(raw) or not raw.strip("0."):
+    if not _PRICE_RE.fullmatch(raw) or not raw.strip("0."):
         raise ValueError('expected a positive decimal such as "67012.35"')
     return raw
+
+
+def exact_price(value: object) -> str:
+    """Return a quoted price as the exact decimal string given; raise ``ValueError`` if not one.
+
+    Strings are kept as they are (``"67012.35000000"`` stays so).  A JSON number
+    must have been parsed with ``parse_float=Decimal`` so that no float ever
+    rounds it; it is written out in plain notation.
+    """
+    if isinstance(value, Decimal):
+        text = format(value, "f")
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise ValueError(f"expected a decimal string, got {type(value).__name__}")
+    try:
+        return check_price(text)
+    except ValueError:
+        raise ValueError(f'{text[:40]!r} is not a positive decimal such as "67012.35"') from None

@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ticker import logs
-from ticker.config import MULTIPROC_ENV, app_settings, multiprocess_dir
+from ticker import logsetup
+from ticker.config import MULTIPROC_ENV, app_settings, load_log_settings, multiprocess_dir
 from ticker.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ backlog = 4096
 accesslog = None
 control_socket_disable = True  # several instances may run side by side
 # gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
-logconfig_dict = logs.logging_config()
+logconfig_dict = logsetup.logging_config(load_log_settings())
 
 TEMP_PREFIX = "ticker-metrics-"
 logger = logging.getLogger("ticker.gunicorn")

@@ -16,10 +16,12 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from ticker import logs
 from ticker.state import app_state
 
 DEFAULT_POLICY = "default-src 'none'; frame-ancestors 'none'"
@@ -32,6 +34,7 @@ SECURITY_HEADERS = {
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-Request-ID"
 EXPOSE_HEADERS = "Retry-After, X-Request-ID"
 PREFLIGHT_MAX_AGE = "7200"  # seconds; Chromium caps it there
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 def init_app(app: Flask) -> None:
@@ -43,8 +46,15 @@ def init_app(app: Flask) -> None:
     app.after_request(_secure)
 
 
+def request_id(header: str | None) -> str:
+    """Return the caller's ``X-Request-ID`` when it is a sane token, else a new id."""
+    if header is not None and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
 def _assign_request_id() -> None:
-    g.request_id = logs.request_id(request.headers.get("X-Request-ID"))
+    g.request_id = request_id(request.headers.get("X-Request-ID"))
 
 
 def _secure(response: Response) -> Response:

@@ -27,7 +27,7 @@ from ticker.events import format_ts
 
 
 @dataclass
-class Client:
+class Received:
     """What one stream received."""
 
     symbols: tuple[str, ...]
@@ -70,7 +70,7 @@ class _Receiver(asyncio.Protocol):
     second.
     """
 
-    def __init__(self, request: bytes, client: Client, stamp: _Stamp) -> None:
+    def __init__(self, request: bytes, client: Received, stamp: _Stamp) -> None:
         loop = asyncio.get_running_loop()
         self.request = request
         self.client = client
@@ -130,7 +130,7 @@ class _Receiver(asyncio.Protocol):
 
 
 async def _client(
-    client: Client,
+    client: Received,
     host: str,
     port: int,
     source: str | None,
@@ -165,7 +165,7 @@ _TICK = re.compile(rb'(?m)^id: (\d+)\nevent: tick\ndata: [^\n]*?"ts":"([^"]+)"')
 _OPENING = re.compile(rb"(?m)^id: (\d+)\nevent: (?:snapshot|reset)$")
 
 
-def _frames(client: Client, block: bytes, now: float, stamp: _Stamp) -> None:
+def _frames(client: Received, block: bytes, now: float, stamp: _Stamp) -> None:
     """Record the ticks, resume point and opening id found in ``block`` (whole frames)."""
     if client.start is None:
         opening = _OPENING.search(block)
@@ -250,7 +250,9 @@ async def run(
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     stamp, stop, connected = _Stamp(), asyncio.Event(), [0]
     population = [
-        Client(tuple(symbols[(i + k) % len(symbols)] for k in range(min(per_client, len(symbols)))))
+        Received(
+            tuple(symbols[(i + k) % len(symbols)] for k in range(min(per_client, len(symbols))))
+        )
         for i in range(clients)
     ]
     tasks = []
@@ -305,7 +307,7 @@ async def run(
 
 
 def _report(
-    population: list[Client],
+    population: list[Received],
     published: Published,
     connected: int,
     connect_seconds: float,

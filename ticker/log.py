@@ -44,8 +44,8 @@ _ID = BigInteger().with_variant(Integer(), "sqlite")
 CHANNEL = "ticker_log"  # PostgreSQL NOTIFY channel: a new head was committed
 
 
-class TickRow(Base):
-    """One event of the log."""
+class EventRow(Base):
+    """A row of the ``ticks`` table: one event of the log (the table keeps its name)."""
 
     __tablename__ = "ticks"
     __table_args__ = (Index(None, "symbol", "id"), {"sqlite_autoincrement": True})
@@ -65,7 +65,7 @@ class LogState(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
-ticks = cast(Table, TickRow.__table__)
+ticks = cast(Table, EventRow.__table__)
 _COLUMNS = (ticks.c.id, ticks.c.symbol, ticks.c.price, ticks.c.ts)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ticker.config import Settings, normalise_symbol
+from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError
 
 # ASCII digits only: \d and str.isdigit() also accept "²" or "٣".
-_ID_RE = re.compile(r"^[0-9]{1,19}$")
-_INT_RE = re.compile(r"^[0-9]{1,19}$")
+_DIGITS_RE = re.compile(r"[0-9]{1,19}")
 MAX_ID = 2**63 - 1
 
 
@@ -25,10 +24,7 @@ def symbols(raw: str | None, settings: Settings) -> list[str]:
             symbol = normalise_symbol(part)
         except ValueError:
             raise RequestError(
-                400,
-                f"malformed symbol {part[:40]!r}: expected 1-32 printable characters "
-                "without spaces or commas",
-                symbol=part[:40],
+                400, f"malformed symbol {part[:40]!r}: {SYMBOL_GRAMMAR}", symbol=part[:40]
             ) from None
         if symbol not in chosen:
             chosen.append(symbol)
@@ -56,7 +52,7 @@ def event_id(raw: str | None, name: str) -> int | None:
     if raw is None or not raw.strip():
         return None
     value = raw.strip()
-    if not _ID_RE.match(value) or int(value) > MAX_ID:
+    if not _DIGITS_RE.fullmatch(value) or int(value) > MAX_ID:
         raise RequestError(
             400, f"{name} must be a non-negative integer below 2^63, got {value[:40]!r}"
         )
@@ -68,7 +64,7 @@ def limit(raw: str | None, default: int, cap: int) -> int:
     if raw is None or not raw.strip():
         return default
     value = raw.strip()
-    if not _INT_RE.match(value) or int(value) < 1:
+    if not _DIGITS_RE.fullmatch(value) or int(value) < 1:
         raise RequestError(400, f"limit must be a positive integer, got {value[:40]!r}")
     return min(int(value), cap)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from ticker.config import Settings
 from ticker.errors import ConfigError, SourceError
-from ticker.events import Event, Tick
-from ticker.sources.base import Source, exact_price
+from ticker.events import Event, Tick, exact_price
+from ticker.sources.base import Source
 from ticker.sources.binance import BinanceSource
 from ticker.sources.coinbase import CoinbaseSource
 from ticker.sources.csvfile import CSVSource

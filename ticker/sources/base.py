@@ -1,4 +1,4 @@
-"""What every price source is: the interface the producer drives, and its helpers.
+"""What every price source is: the interface the producer drives.
 
 A source only turns "the next interval is due" into ticks.  It never touches
 the log: the producer calls ``next_ticks`` outside any database transaction,
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from decimal import Decimal
 
-from ticker.events import Event, Tick, check_price
+from ticker.events import Event, Tick
 
 
 class Source(ABC):
@@ -36,22 +35,3 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the source holds (connections, files)."""
-
-
-def exact_price(value: object) -> str:
-    """Return a quoted price as the exact decimal string given; raise ``ValueError`` if not one.
-
-    Strings are kept as they are (``"67012.35000000"`` stays so).  A JSON number
-    must have been parsed with ``parse_float=Decimal`` so that no float ever
-    rounds it; it is written out in plain notation.
-    """
-    if isinstance(value, Decimal):
-        text = format(value, "f")
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        raise ValueError(f"expected a decimal string, got {type(value).__name__}")
-    try:
-        return check_price(text)
-    except ValueError:
-        raise ValueError(f"{text[:40]!r} is not a positive decimal") from None

@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ticker.errors import SourceError
-from ticker.events import Tick
+from ticker.events import Tick, exact_price
 from ticker.sources._http import HTTPSource, StatusError
-from ticker.sources.base import exact_price
 
 logger = logging.getLogger("ticker.sources")
 

@@ -14,9 +14,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ticker.errors import SourceError
-from ticker.events import Tick
+from ticker.events import Tick, exact_price
 from ticker.sources._http import HTTPSource, StatusError
-from ticker.sources.base import exact_price
 
 MAX_PARALLEL = 8
 

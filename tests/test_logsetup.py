@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import TOKEN, Server, eventually
 from tests.sse_client import SSEStream
-from ticker import logs
+from ticker import logsetup
+from ticker.config import LogSettings, load_log_settings
 from ticker.errors import ConfigError
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
@@ -30,20 +31,20 @@ def record(name: str, message: str, *args: Any, **extra: Any) -> logging.LogReco
 
 def test_log_lines_are_one_line_each_with_their_fields() -> None:
     plain = record("ticker.views", "stream opened", request_id="r-1", symbols="A,B", last_id=None)
-    line = logs.JsonFormatter().format(plain)
+    line = logsetup.JsonFormatter().format(plain)
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["msg"] == "stream opened" and parsed["request_id"] == "r-1"
     assert parsed["level"] == "INFO" and parsed["logger"] == "ticker.views"
     assert parsed["ts"].endswith("Z")
-    text = logs.TextFormatter().format(plain)
+    text = logsetup.TextFormatter().format(plain)
     assert text.endswith("ticker.views: stream opened request_id=r-1 symbols=A,B last_id=None")
     try:
         raise ValueError("bad\nthing")
     except ValueError:
         failed = record("ticker.x", "it broke:\nbadly")
         failed.exc_info = sys.exc_info()
-    for formatter in (logs.JsonFormatter(), logs.TextFormatter()):
+    for formatter in (logsetup.JsonFormatter(), logsetup.TextFormatter()):
         line = formatter.format(failed)
         assert "\n" not in line and "ValueError" in line, type(formatter).__name__
 
@@ -63,10 +64,21 @@ def test_access_lines_never_carry_request_headers() -> None:
         "{x-request-id}o": "r-9",
     }
     access = record("gunicorn.access", '%(h)s "%({authorization}i)s"', atoms)
-    for formatter in (logs.JsonFormatter(), logs.TextFormatter()):
+    for formatter in (logsetup.JsonFormatter(), logsetup.TextFormatter()):
         line = formatter.format(access)
         assert TOKEN not in line and "secret" not in line, line
         assert "r-9" in line and "/api/ticks" in line and "201" in line
+
+
+def test_the_logging_config_follows_the_log_settings() -> None:
+    quiet = logsetup.logging_config(LogSettings())
+    assert quiet["root"]["level"] == "INFO"
+    assert quiet["formatters"]["line"]["()"].endswith(".TextFormatter")
+    assert quiet["loggers"]["gunicorn.access"]["level"] == "CRITICAL"
+    loud = logsetup.logging_config(LogSettings(level="DEBUG", format="json", access_log=True))
+    assert loud["root"]["level"] == loud["loggers"]["gunicorn.error"]["level"] == "DEBUG"
+    assert loud["formatters"]["line"]["()"].endswith(".JsonFormatter")
+    assert loud["loggers"]["gunicorn.access"]["level"] == "INFO"
 
 
 @pytest.mark.parametrize(
@@ -75,7 +87,7 @@ def test_access_lines_never_carry_request_headers() -> None:
 )
 def test_a_bad_log_setting_stops_the_command_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        logs.logging_config({name: value})
+        load_log_settings({name: value})
     done = subprocess.run(
         [sys.executable, "-m", "ticker.cli", "prune"],
         env={"PATH": "/usr/bin:/bin", name: value},

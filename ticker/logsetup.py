@@ -1,9 +1,10 @@
 """Logging: one line per record, as ``key=value`` text or JSON, for ticker and gunicorn.
 
-``TICKER_LOG_LEVEL`` and ``TICKER_LOG_FORMAT`` (``text`` or ``json``) choose
-the level and the shape; ``gunicorn_conf`` hands gunicorn the same dictionary,
-so its own lines look like ours.  ``TICKER_ACCESS_LOG=true`` adds a line per
-request (off by default: the proxy in front usually keeps one).  Fields passed
+:class:`~ticker.config.LogSettings` (``TICKER_LOG_LEVEL``, ``TICKER_LOG_FORMAT``
+``text`` or ``json``, read and checked in :mod:`ticker.config`) chooses the level
+and the shape; ``gunicorn_conf`` hands gunicorn the same dictionary, so its own
+lines look like ours.  ``TICKER_ACCESS_LOG=true`` adds a line per request (off
+by default: the proxy in front usually keeps one).  Fields passed
 as ``extra=`` (``request_id``, ``symbols`` ...) become keys of the line.
 Newlines, also a traceback's, are escaped, so every record stays on one line.
 
@@ -18,19 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ticker.errors import ConfigError
-
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-FORMATS = ("text", "json")
+from ticker.config import LogSettings
 
 # What every LogRecord carries; anything else on a record came in through ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -39,14 +33,6 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "taskName",
 }
 _BARE = re.compile(r"^[^\s\"=\\]+$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-
-
-def request_id(header: str | None) -> str:
-    """Return the caller's ``X-Request-ID`` when it is a sane token, else a new id."""
-    if header is not None and _REQUEST_ID.match(header):
-        return header
-    return uuid.uuid4().hex
 
 
 def _time(record: logging.LogRecord) -> str:
@@ -124,20 +110,11 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-def logging_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Return the ``dictConfig`` of this process from ``TICKER_LOG_LEVEL``/``_FORMAT``."""
-    env = os.environ if environ is None else environ
-    level = (env.get("TICKER_LOG_LEVEL") or "INFO").strip().upper()
-    if level not in LEVELS:
-        raise ConfigError("TICKER_LOG_LEVEL", level, f"choose one of {', '.join(LEVELS)}")
-    shape = (env.get("TICKER_LOG_FORMAT") or "text").strip().lower()
-    if shape not in FORMATS:
-        raise ConfigError("TICKER_LOG_FORMAT", shape, f"choose one of {', '.join(FORMATS)}")
-    raw_access = (env.get("TICKER_ACCESS_LOG") or "false").strip().lower()
-    if raw_access not in _TRUE + _FALSE:
-        raise ConfigError("TICKER_ACCESS_LOG", raw_access, "expected true or false")
-    access = raw_access in _TRUE
-    formatter = JsonFormatter if shape == "json" else TextFormatter
+def logging_config(settings: LogSettings) -> dict[str, Any]:
+    """Return the ``dictConfig`` of a process that logs as ``settings`` say."""
+    level = settings.level
+    access = settings.access_log
+    formatter = JsonFormatter if settings.format == "json" else TextFormatter
     quiet = "WARNING" if level in ("DEBUG", "INFO") else level
     return {
         "version": 1,
@@ -164,6 +141,6 @@ def logging_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def configure(environ: Mapping[str, str] | None = None) -> None:
-    """Set up this process's logging; raise ``ConfigError`` naming a bad variable."""
-    logging.config.dictConfig(logging_config(environ))
+def configure(settings: LogSettings) -> None:
+    """Set up this process's logging as ``settings`` say."""
+    logging.config.dictConfig(logging_config(settings))
