@@ -184,6 +184,9 @@ def health() -> tuple[Response, int]:
                 "replayed": streams.replayed,
                 "resets": streams.resets,
                 "fallbacks": streams.fallbacks,
+                # Served by the broadcaster (gunicorn's gevent worker with ticker's settings).
+                "broadcaster": state.broadcaster.running,
+                "parked": state.broadcaster.parked,
             },
         }
     ), 200
