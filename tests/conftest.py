@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.fakes import Clock, FakeExchange
-from ticker import create_app, lifecycle
+from ticker import ROOT, create_app, lifecycle
 from ticker.cli import upgrade
 from ticker.state import app_state
 
@@ -132,10 +132,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
-    """``ticker serve`` in a subprocess: real gunicorn, real HTTP."""
+# How the README starts ticker under gunicorn: the CLI, plain gunicorn in the
+# checkout (it reads gunicorn.conf.py there), and plain gunicorn from elsewhere,
+# pointed at the checkout's config (gunicorn reads no gunicorn.conf.py after --chdir).
+ELSEWHERE = ["-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT)]
+STARTS = {
+    "serve": lambda workers: ["-m", "ticker.cli", "serve"],
+    "plain": lambda workers: ["-m", "gunicorn", "-k", "gevent", "-w", str(workers), "wsgi:app"],
+    "elsewhere": lambda workers: ["-m", "gunicorn", *ELSEWHERE, "-w", str(workers), "wsgi:app"],
+}
 
-    def __init__(self, db_url: str, log_path: Path, workers: int = 2, **config: Any) -> None:
+
+class Server:
+    """ticker under real gunicorn in a subprocess, started as ``start`` names; real HTTP."""
+
+    def __init__(
+        self, db_url: str, log_path: Path, workers: int = 2, start: str = "serve", **config: Any
+    ) -> None:
         self.db_url = db_url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -145,8 +158,9 @@ class Server:
         env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)})
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ticker.cli", "serve"],
+            [sys.executable, *STARTS[start](workers)],
             env=env,
+            cwd=log_path.parent if start == "elsewhere" else ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -2,8 +2,9 @@
 
 ``ticker serve`` passes them (``-c python:ticker.gunicorn_conf``); the
 checkout's ``gunicorn.conf.py``, which gunicorn reads by itself from its
-working directory, imports them, so ``gunicorn wsgi:app`` there, or with
-``--chdir`` to the checkout from anywhere, runs the same way:
+working directory, imports them, so ``gunicorn wsgi:app`` there (or, from
+elsewhere, with ``-c CHECKOUT/gunicorn.conf.py --chdir CHECKOUT``) runs the
+same way:
 
 - the master, on starting, checks the configuration, points
   ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports
@@ -94,12 +95,25 @@ def on_starting(server: Any) -> None:
         app_settings()
     except ConfigError as exc:
         raise RuntimeError(f"bad configuration: {exc}") from None  # gunicorn prints it, exits 1
+    _check_worker_class(server.cfg.worker_class)
     os.environ[MULTIPROC_ENV] = prepare_multiprocess_dir(multiprocess_dir())
     # In a process of its own: the master must not import the app's stack
     # (psycopg picks how it waits when imported, before the gevent workers patch).
     migration = subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], check=False)
     if migration.returncode != 0:
         raise RuntimeError(f"the migrations failed (exit {migration.returncode}), see above")
+
+
+def _check_worker_class(worker_class: type) -> None:
+    """Say once, at start-up, when the workers cannot hand streams to a broadcaster."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    if not issubclass(worker_class, GeventWorker):  # it alone can hand a connection over
+        logger.warning(
+            "gunicorn's %s worker cannot take streams over: each stream holds a worker "
+            "or thread of its own, with no broadcaster; use -k gevent (ticker's default)",
+            worker_class.__name__,
+        )
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -125,14 +139,7 @@ def post_worker_init(worker: Any) -> None:
     state = _state(worker)
     if state is None:
         return
-    takes_over = isinstance(worker, GeventWorker)  # it alone can hand a connection over
-    if not takes_over:
-        logger.warning(
-            "gunicorn's %s worker cannot take streams over: each stream holds a worker "
-            "or thread of its own, with no broadcaster; use -k gevent (ticker's default)",
-            type(worker).__name__,
-        )
-    lifecycle.start(state, broadcast=takes_over)
+    lifecycle.start(state, broadcast=isinstance(worker, GeventWorker))
     threading.Thread(target=_end_streams_on_shutdown, args=(worker,), daemon=True).start()
 
 

@@ -5,7 +5,8 @@ that feeds the hub).  With ``TICKER_PRODUCER=auto`` it also runs the producer's
 APScheduler jobs; the lease makes only one process across all of them produce.
 Under gunicorn's gevent worker it also runs the broadcaster.  gunicorn's hooks
 (``gunicorn_conf``) start these when a worker has loaded the app and stop them
-when it exits; under any other server the first request starts them.
+when it exits; under any other server the first ``/stream`` or ``/healthz``
+request starts them, and says once what that start lacks.
 """
 
 from __future__ import annotations
@@ -69,13 +70,13 @@ def start_on_request(state: AppState, environ: Mapping[str, Any]) -> None:
     broadcast = gevent_patched() and "gunicorn.socket" in environ
     server = environ.get("SERVER_SOFTWARE")  # Flask's test client names none: no warning
     if start(state, broadcast) and server:
-        lost = "streams end only at the graceful timeout on shutdown" + (
+        lost = "streams are not ended promptly on shutdown, metrics are per process" + (
             "" if broadcast else ", and each stream holds a thread or greenlet of its own"
         )
         logger.warning(
             "started by %s without ticker's gunicorn settings: %s. Run `ticker serve`, "
             "or gunicorn in the ticker checkout (it reads gunicorn.conf.py there; "
-            "from elsewhere add --chdir CHECKOUT or -c python:ticker.gunicorn_conf)",
+            "from elsewhere add -c CHECKOUT/gunicorn.conf.py)",
             server,
             lost,
         )

@@ -26,6 +26,7 @@ worker runs one (see ``takeover``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from itertools import chain
@@ -67,6 +68,7 @@ class Broadcaster:
         self.groups: dict[tuple[frozenset[str], bool], set[Listener]] = {}
         self.closed = False
         self._catching_up: set[gevent.Greenlet] = set()
+        self._ended = threading.Event()  # set once close() has ended every stream
         self._greenlet: gevent.Greenlet | None = None
 
     @property
@@ -120,11 +122,14 @@ class Broadcaster:
         self._end(listener, reason)
 
     def close(self) -> None:
-        """End every stream: the parked ones, and those being written, with the shutdown notice.
+        """End every stream it serves outside a request: parked or handed back, with the notice.
 
-        Streams whose client does not take the notice within ``SHUTDOWN_GRACE`` are cut off.
+        Call it once the hub has closed.  Streams whose client does not take the
+        notice within ``SHUTDOWN_GRACE`` are cut off.  (A stream still catching
+        up in its request ends by itself: the replay stops when the hub closes.)
         """
-        if self.closed:
+        if self.closed:  # a second caller (the shutdown watch, worker_exit) waits for the first
+            self._ended.wait(2 * SHUTDOWN_GRACE)
             return
         self.closed = True
         for group in list(self.groups.values()):
@@ -133,6 +138,7 @@ class Broadcaster:
         writing = list(self._catching_up)
         gevent.joinall(writing, timeout=SHUTDOWN_GRACE)
         gevent.killall([g for g in writing if not g.dead], block=True, timeout=SHUTDOWN_GRACE)
+        self._ended.set()
 
     def _live(self, listener: Listener) -> Iterator[bytes]:
         return live(self.engine, self.hub, listener, self.heartbeat, self.streams, until_idle=True)

@@ -174,9 +174,12 @@ def catch_up(
 
 
 def _replay(engine: Engine, hub: Hub, at: Cursor, streams: Streams) -> Iterator[bytes]:
-    """Yield every event after the cursor up to the head read at the opening, then ``live``."""
+    """Yield every event after the cursor up to the head read at the opening, then ``live``.
+
+    Stops early when the hub closes: the shutdown notice follows.
+    """
     replayed = 0
-    while True:
+    while not hub.closed:
         # What the hub still holds needs no query: after a deploy or a blip,
         # reconnecting clients are mostly a few seconds behind.  Only once the
         # hub has reached the log's head as read at the opening, though: the

@@ -45,7 +45,6 @@ def body(
             yield data
             writer.since = None
         slot.ended = "shutdown"  # the live messages end only when the hub closes
-    except Exception as exc:
-        if not isinstance(exc, OSError):  # an OSError: a write to the gone client failed
-            slot.ended = f"error: {type(exc).__name__}"
+    except Exception as exc:  # a gone client shows as GeneratorExit, not here
+        slot.ended = f"error: {type(exc).__name__}"
         raise

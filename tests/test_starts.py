@@ -1,0 +1,147 @@
+"""However ticker is started, it runs the same way, or says at once what it lacks and why."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import ROOT, Server, eventually, free_port
+from tests.sse_client import SSEStream
+
+SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
+NOT_OURS = "without ticker's gunicorn settings"
+NO_TAKEOVER = "cannot take streams over"
+
+
+def lease_expiry(db_url: str) -> int | None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT expires_at FROM leases WHERE name = 'producer'")).first()
+    engine.dispose()
+    return None if row is None else int(row[0])
+
+
+def metric(body: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", body, re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("start", ["plain", "elsewhere"])
+def test_plain_gunicorn_runs_like_ticker_serve(
+    serve: Callable[..., Server], db_url: str, tmp_path: Path, start: str
+) -> None:
+    server = serve(workers=2, start=start, symbols=",".join(SYMBOLS), tick_interval=0.2)
+    # Migrated by the master, producing under the lease, streams served by broadcasters.
+    eventually(lambda: server.get("/healthz")["head"] > 0, "ticks produced")
+    streams = [SSEStream(server.base + "/stream?symbols=BTC-USD") for _ in range(6)]
+    for stream in streams:
+        frames = stream.frames()
+        assert next(frames).retry is not None
+        assert next(frames).event == "snapshot"
+
+    def every_worker_counts_all_streams() -> bool:
+        body = urlopen_text(server.base + "/metrics")
+        return metric(body, "ticker_streams_open") == len(streams)
+
+    # Whichever worker answers, /metrics adds up both.
+    for _ in range(4):
+        eventually(every_worker_counts_all_streams, "open streams added up across workers")
+    assert all(server.get("/healthz")["streams"]["broadcaster"] for _ in range(4))
+
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    assert lease_expiry(server.db_url) == 0, "the producer lease is handed on at exit"
+    for stream in streams:
+        stream.close()
+    log = (tmp_path / "server.log").read_text()
+    assert NOT_OURS not in log and NO_TAKEOVER not in log, log[-2000:]
+
+
+def urlopen_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+def run_logged(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[Any]:
+    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def plain_env(db_url: str, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    env.update({"TICKER_DATABASE_URL": db_url, "TICKER_SOURCE": "none", "PORT": str(port)})
+    return env
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("sync worker", NO_TAKEOVER),
+        ("no gunicorn.conf.py", NOT_OURS),
+        ("flask dev server", NOT_OURS),
+    ],
+)
+def test_a_start_without_the_fast_path_says_so_once_naming_what_to_use(
+    db_url: str, tmp_path: Path, how: str, says: str
+) -> None:
+    port = free_port()
+    subprocess.run(
+        [sys.executable, "-m", "ticker.cli", "db", "upgrade"],
+        env=plain_env(db_url, port),
+        check=True,
+        capture_output=True,
+    )
+    gunicorn = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
+    argv, cwd = {
+        "sync worker": ([*gunicorn, "-k", "sync", "wsgi:app"], ROOT),
+        # From another directory without -c: gunicorn finds no gunicorn.conf.py.
+        "no gunicorn.conf.py": (
+            [*gunicorn, "-k", "gevent", "--pythonpath", str(ROOT), "wsgi:app"],
+            tmp_path,
+        ),
+        "flask dev server": (
+            [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port)],
+            ROOT,
+        ),
+    }[how]
+    log = tmp_path / "server.log"
+    proc = run_logged(argv, plain_env(db_url, port), cwd, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        eventually(lambda: _answers(base), f"{how} answering", timeout=30)
+        with SSEStream(base + "/stream?symbols=BTC-USD") as stream:
+            frames = stream.frames()
+            next(frames)
+            assert next(frames).event == "snapshot"  # it still streams, the slow way
+        for _ in range(3):
+            assert _answers(base)
+        text_ = eventually(lambda: log.read_text() if says in log.read_text() else "", says)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    lines = [line for line in text_.splitlines() if says in line]
+    assert len(lines) == 1, lines  # once, not per request
+    assert "ticker serve" in lines[0] or "-k gevent" in lines[0], lines[0]
+
+
+def _answers(base: str) -> bool:
+    try:
+        urlopen_text(base + "/healthz")
+    except OSError:
+        return False
+    return True
