@@ -409,3 +409,22 @@ def test_a_bad_log_setting_names_the_variable_and_the_choices(
         load_log_settings({f"TICKER_{name}": value})
     assert caught.value.variable == f"TICKER_{name}"
     assert repr(value) in str(caught.value) and choices in str(caught.value)
+
+
+def test_importing_the_config_loads_nothing_a_worker_must_load_first() -> None:
+    # gunicorn's master imports it (via gunicorn_conf) before any worker exists:
+    # prometheus_client picks its multiprocess mode, gevent must patch first.
+    heavy = ("prometheus_client", "sqlalchemy", "gevent", "psycopg")
+    probe = f"import sys, ticker.config; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_config_package_re_exports_every_name_it_lists() -> None:
+    import ticker.config
+
+    for name in ticker.config.__all__:
+        assert getattr(ticker.config, name) is not None, name

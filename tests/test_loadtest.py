@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from tests.conftest import TOKEN, Server
-from ticker.loadtest import Published, Received, _report, render
+from ticker.loadtest import Published, Received, make_report, render
 
 
 def test_loadtest_reports_zero_loss_against_a_real_server(serve: Callable[..., Server]) -> None:
@@ -37,7 +37,7 @@ def test_the_report_counts_loss_duplicates_and_reordering() -> None:
     lossy = Received(("A",), start=10, ids=[12, 14])
     doubled = Received(("A",), start=11, ids=[12, 13, 13, 14])
     swapped = Received(("A", "B"), start=10, ids=[12, 11, 13, 14])
-    report = _report([fine, lossy, doubled, swapped], published, 4, 0.1, 1.0, 13, 5.0)
+    report = make_report([fine, lossy, doubled, swapped], published, 4, 0.1, 1.0, 13, 5.0)
     assert (report["lost"], report["duplicated"], report["reordered"]) == (1, 1, 1)
     assert "lost / duplicated / reordered  1 / 1 / 1" in render(report)
 
