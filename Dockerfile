@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TICKER_LOG_FORMAT=json
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini wsgi.py ./
+COPY pyproject.toml README.md alembic.ini wsgi.py gunicorn.conf.py ./
 COPY ticker ./ticker
 COPY migrations ./migrations
 COPY templates ./templates
