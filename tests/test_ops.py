@@ -110,13 +110,13 @@ class ChunkedStream(threading.Thread):
         return found
 
 
-@pytest.mark.parametrize("start", ["serve", "plain", "elsewhere"])
+@pytest.mark.parametrize("how", ["serve", "plain", "elsewhere"])
 def test_sigterm_ends_streams_between_messages_and_a_reconnect_loses_nothing(
-    serve: Callable[..., Server], db_url: str, start: str
+    serve: Callable[..., Server], db_url: str, how: str
 ) -> None:
     """However gunicorn is started, SIGTERM to its master ends every stream cleanly at once."""
     config = {**QUIET, "heartbeat": 0.5}
-    old = serve(workers=2, start=start, **config)
+    old = serve(workers=2, start=how, **config)
     start = old.post_ticks([{"symbol": s, "price": "1.5"} for s in SYMBOLS])[-1]
     # Ticks keep flowing straight into the log, as from a producer on another host.
     writer = LogWriter(db_url, SYMBOLS, interval=0.004)
@@ -145,7 +145,7 @@ def test_sigterm_ends_streams_between_messages_and_a_reconnect_loses_nothing(
             assert reader.ended_at - signalled < 2, n
         # Ticks went on while no server answered; each client resumes on a new one.
         eventually(lambda: len(writer.ids) > written_when_down + 20, "ticks while down", 5)
-        new = serve(workers=2, start=start, **config)
+        new = serve(workers=2, start=how, **config)
         resumed = [
             SSEStream(
                 new.base + "/stream?symbols=BTC-USD,AAPL", {"Last-Event-ID": str(r.last_id())}
