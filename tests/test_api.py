@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import TOKEN
+from tests.fakes import TOKEN
 from ticker import background, create_app, log
 from ticker.db import get_engine
 from ticker.events import format_ts, now_us

@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import socket
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,17 +18,15 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-import tests.conftest
 from tests.browser import chromium
-from tests.conftest import Server, eventually, log_ids
-from ticker import ROOT, log
-from ticker.db import make_engine
-from ticker.events import Tick, now_us
+from tests.fakes import SQLITE_ONLY, LogWriter, eventually, log_ids
+from tests.servers import Server
+from ticker import ROOT
+
+pytestmark = pytest.mark.server
 
 # The README's picture; `make test` leaves it alone unless UPDATE_SCREENSHOT=1.
 README_SCREENSHOT = ROOT / "docs" / "page.png"
-# What the page shows does not depend on the database; delivery is tested on each one.
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 class Browser:
@@ -143,46 +140,6 @@ def kill_hard(server: Server) -> None:
     eventually(port_closed, f"port {server.port} closed after SIGKILL", 10)
 
 
-def restart_on_same_port(
-    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch, port: int, **config: Any
-) -> Server:
-    """Start ``ticker serve`` again on ``port`` and the same database."""
-    with monkeypatch.context() as patch:
-        patch.setattr(tests.conftest, "free_port", lambda: port)
-        return serve(**config)
-
-
-class LogWriter(threading.Thread):
-    """Append ticks straight into the log, as a separate producer process would."""
-
-    def __init__(self, db_url: str, symbols: list[str], interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.engine = make_engine(db_url)
-        self.symbols = symbols
-        self.interval = interval
-        self.stopped = threading.Event()
-        self.ids: list[int] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            n = 0
-            while not self.stopped.wait(self.interval):
-                symbol = self.symbols[n % len(self.symbols)]
-                price = f"{100 + (n * 7919) % 97}.{n % 100:02d}"
-                self.ids.extend(log.append(self.engine, [Tick(symbol, price, now_us())]))
-                n += 1
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self) -> list[int]:
-        self.stopped.set()
-        self.join(30)
-        self.engine.dispose()
-        assert self.error is None, self.error
-        return self.ids
-
-
 @SQLITE_ONLY
 def test_page_shows_latest_prices_and_follows_added_and_removed_symbols(
     serve: Callable[..., Server], browser: Browser
@@ -244,7 +201,6 @@ def test_page_keeps_every_tick_through_a_server_killed_and_restarted(
     serve: Callable[..., Server],
     browser: Browser,
     db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = {"source": "none", "symbols": "BTC-USD,AAPL,ETH-USD"}
     server = serve(**config)
@@ -263,7 +219,7 @@ def test_page_keeps_every_tick_through_a_server_killed_and_restarted(
         held_while_down = browser.state("lastId")
         eventually(lambda: len(writer.ids) >= written_at_kill + 30, "ticks written while down")
         assert browser.connection() == "reconnecting"
-        restart_on_same_port(serve, monkeypatch, server.port, **config)
+        serve(port=server.port, **config)
         eventually(lambda: browser.state("lastId") > held_while_down, "ticks after restart", 20)
     finally:
         written = writer.finish()
@@ -320,7 +276,6 @@ def test_a_log_that_cannot_resume_the_page_shows_a_reset_notice(
     serve: Callable[..., Server],
     browser: Browser,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = {"source": "none", "symbols": "BTC-USD,AAPL"}
     server = serve(**config)
@@ -331,7 +286,7 @@ def test_a_log_that_cannot_resume_the_page_shows_a_reset_notice(
     browser.wait_connection("reconnecting")
     # Back on an empty log: the page's last id is ahead of the new head.
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
-    again = restart_on_same_port(serve, monkeypatch, server.port, database_url=fresh, **config)
+    again = serve(port=server.port, database_url=fresh, **config)
     again.post_ticks([{"symbol": "BTC-USD", "price": "7.25"}, {"symbol": "AAPL", "price": "1"}])
     browser.page.wait_for_selector("#notice", state="visible")
     assert "Missed data, showing latest" in (browser.page.text_content("#notice") or "")

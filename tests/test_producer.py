@@ -2,49 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
-from sqlalchemy import create_engine, text
+import pytest
 
-from tests.conftest import Server, eventually
+from tests.fakes import SIM, assert_one_tick_per_interval, eventually, ticks_of
+from tests.servers import Server, start_produce, ticker_env
 from tests.sse_client import SSEStream
 
-INTERVAL = 0.2
-SIM = {"source": "sim", "symbols": "BTC-USD,AAPL", "tick_interval": INTERVAL, "lease_ttl": 1.5}
-
-
-def ticks_of(db_url: str, symbol: str) -> list[tuple[int, int]]:
-    """Return ``(id, ts)`` of every tick of ``symbol``, by id."""
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, ts FROM ticks WHERE symbol = :s ORDER BY id"), {"s": symbol}
-        )
-        found = [(int(r[0]), int(r[1])) for r in rows]
-    engine.dispose()
-    return found
-
-
-def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
-    """Two producers would put about two ticks in every interval.
-
-    One producer's runs may start late (the first run of a new process, a busy
-    core), so single gaps can be short; the count over the whole span and the
-    typical gap cannot be, unless something produced twice.
-    """
-    ts = [t for _, t in ticks_of(db_url, symbol)]
-    assert len(ts) >= 3, "too few ticks"
-    span = (ts[-1] - ts[0]) / 1e6
-    assert len(ts) - 1 <= span / INTERVAL + 1, f"{len(ts)} ticks in {span:.2f}s: produced twice"
-    gaps = sorted((b - a) / 1e6 for a, b in itertools.pairwise(ts))
-    median = gaps[len(gaps) // 2]
-    assert median > INTERVAL * 0.8, f"typical gap {median:.3f}s: produced twice"
+pytestmark = pytest.mark.server
 
 
 def holder_pid(server: Server) -> int:
@@ -90,15 +59,7 @@ def test_producer_off_in_the_web_tier_and_ticker_produce_standalone(
         snapshot = next(frames)
         assert snapshot.json() == {"head": 0, "ticks": []}
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-        env.update({f"TICKER_{k.upper()}": str(v) for k, v in SIM.items()})
-        env["TICKER_DATABASE_URL"] = server.db_url
-        producer = subprocess.Popen(
-            [sys.executable, "-m", "ticker.cli", "produce"],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        producer = start_produce(ticker_env(database_url=server.db_url, **SIM))
         try:
             first = next(frames)
             second = next(frames)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,15 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, log_ids
+from tests.fakes import QUIET, SYMBOLS, eventually, log_ids, tick_ids
+from tests.servers import Server, run_ticker
 from tests.sse_client import Message, SSEStream
 
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
-
-
-def tick_ids(frames: list[Message]) -> list[int]:
-    return [int(f.id) for f in frames if f.event == "tick" and f.id is not None]
+pytestmark = pytest.mark.server
 
 
 class Writer(threading.Thread):
@@ -212,11 +205,7 @@ def test_reset_when_last_id_is_ahead_of_the_head(serve: Callable[..., Server]) -
 def test_reset_when_last_id_was_pruned(serve: Callable[..., Server], tmp_path: Any) -> None:
     server = serve(**QUIET)
     ids = server.post_ticks([{"symbol": "BTC-USD", "price": f"{i + 1}"} for i in range(50)])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-    env.update({"TICKER_DATABASE_URL": server.db_url, "TICKER_RETENTION": "10"})
-    done = subprocess.run(
-        [sys.executable, "-m", "ticker.cli", "prune"], env=env, capture_output=True, text=True
-    )
+    done = run_ticker("prune", database_url=server.db_url, retention="10")
     assert done.returncode == 0, done.stderr
     assert "pruned 40 events" in done.stdout
 
@@ -294,10 +283,7 @@ def test_closed_clients_free_their_streams(serve: Callable[..., Server]) -> None
     assert server.get("/healthz")["streams"]["open"] == 5
     for stream in streams:
         stream.close()
-    deadline = time.monotonic() + 10
-    while server.get("/healthz")["streams"]["open"] != 0:
-        assert time.monotonic() < deadline, "closed streams were never released"
-        time.sleep(0.1)
+    eventually(lambda: server.get("/healthz")["streams"]["open"] == 0, "closed streams released")
 
 
 def test_slow_reader_is_served_from_the_log_without_loss(serve: Callable[..., Server]) -> None:
@@ -379,10 +365,9 @@ def test_a_client_that_stops_reading_is_disconnected_and_frees_its_slot(
         assert server.get("/healthz")["streams"]["open"] == 1
         for _ in range(40):  # about 5 MB: more than the socket buffers hold
             server.post_ticks([{"symbol": "AAPL", "price": f"{i}.123456789"} for i in range(1000)])
-        deadline = time.monotonic() + 20
-        while server.get("/healthz")["streams"]["open"] != 0:
-            assert time.monotonic() < deadline, "a stalled client kept its stream"
-            time.sleep(0.2)
+        eventually(
+            lambda: server.get("/healthz")["streams"]["open"] == 0, "a stalled client let go", 20
+        )
     finally:
         stalled.close()
 
