@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import threading
@@ -107,41 +108,54 @@ def test_replay_then_live_matches_the_log_under_concurrent_writes(
 ) -> None:
     server = serve(heartbeat=0.5, hub_capacity=hub_capacity, **QUIET)
     chosen = ["BTC-USD", "AAPL"]
-    before = server.post_ticks(
-        [{"symbol": SYMBOLS[i % 3], "price": f"{i + 1}.5"} for i in range(3000)]
-    )
+    before: list[int] = []
+    for n in range(6):  # a replay of some 300 kB, far more than a paused client's buffers
+        batch = [{"symbol": SYMBOLS[i % 3], "price": f"{n + 1}.{i}"} for i in range(1000)]
+        before += server.post_ticks(batch)
     resume = before[1234]
+    headers, query = {}, ""
+    if how in ("header", "header-wins"):
+        headers["Last-Event-ID"] = str(resume)
+    if how in ("query", "header-wins"):
+        query = f"&last_event_id={resume if how == 'query' else before[10]}"
     writers = [Writer(server, SYMBOLS, seed) for seed in range(3)]
     for writer in writers:
         writer.start()
     try:
-        time.sleep(0.3)  # let writes be in flight while the stream replays and hands over
-        headers, query = {}, ""
-        if how in ("header", "header-wins"):
-            headers["Last-Event-ID"] = str(resume)
-        if how in ("query", "header-wins"):
-            query = f"&last_event_id={resume if how == 'query' else before[10]}"
-        with SSEStream(f"{server.base}/stream?symbols=BTC-USD,aapl{query}", headers) as stream:
-            frames = stream.ticks_until(lambda f: f.event == "live")
-            time.sleep(1.0)
+        eventually(lambda: sum(len(w.ids) for w in writers) >= 30, "the writers posting")
+        url = f"{server.base}/stream?symbols=BTC-USD,aapl{query}"
+        with SSEStream(url, headers, receive_buffer=4096) as stream:
+            frames = stream.frames()
+            got = [next(frames), next(frames)]  # the retry, then the replay: the head is read
+            opened_at = log_ids(server.db_url)[-1]  # what is above it came after the opening
+            # The client pauses; its small buffer holds the replay up while writes land.
+            eventually(
+                lambda: len(log_ids(server.db_url, after=opened_at)) >= 50,
+                "writes committed while the stream replays",
+            )
+            got += stream.ticks_until(lambda f: f.event == "live")
+            live_at = len(got) - 1
+            counted = itertools.count(1)
+            got += stream.ticks_until(lambda f: f.event == "tick" and next(counted) == 20)
             for writer in writers:
                 writer.finish()
             final = log_ids(server.db_url)[-1]
-            frames += read_until_id(stream, final)
+            got += read_until_id(stream, final)
     finally:
         for writer in writers:
             writer.stopped.set()
 
-    live_at = next(i for i, f in enumerate(frames) if f.event == "live")
-    marker = frames[live_at].json()
-    replayed = tick_ids(frames[:live_at])
-    assert frames[live_at].id is None
+    marker = got[live_at].json()
+    replayed, live = tick_ids(got[:live_at]), tick_ids(got[live_at + 1 :])
+    assert got[live_at].id is None
     assert marker["replayed"] == len(replayed)
     assert replayed and replayed[-1] <= marker["head"]
-    received = tick_ids(frames)
-    expected = log_ids(server.db_url, chosen, after=resume)
-    assert received == expected  # every id of the log, in order, none twice
-    assert sum(len(w.ids) for w in writers) > 100  # the writers really ran during the test
+    assert tick_ids(got) == log_ids(server.db_url, chosen, after=resume)  # no gap, none twice
+    # Writes landed during the hand-over: the replay served ticks committed after the
+    # stream opened, the marker came after them, and live ticks followed the marker.
+    assert marker["head"] > opened_at
+    assert [i for i in replayed if i > opened_at]
+    assert len(live) >= 20 and live[0] > marker["head"]
 
 
 def test_client_killed_and_reconnected_repeatedly_loses_nothing(
