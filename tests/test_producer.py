@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,35 @@ from tests.servers import Server, start_produce, ticker_env
 from tests.sse_client import SSEStream
 
 pytestmark = pytest.mark.server
+
+# A source for the paused-holder test, imported by the servers as python:heldsource:Held.
+HELD_SOURCE = """
+import os
+import time
+from pathlib import Path
+
+from ticker.sources import Source, Tick
+
+
+# One BTC-USD tick an interval; while the file "hold" exists, a fetch waits.  Every
+# fetch notes when it was asked in "asks-PID"; one that waits says so in "held-PID".
+class Held(Source):
+
+    def __init__(self, settings):
+        self.dir = Path(os.environ["HELD_SOURCE_DIR"])
+        self.n = 0
+
+    def next_ticks(self, now_us):
+        pid = os.getpid()
+        with open(self.dir / f"asks-{pid}", "a") as asks:
+            asks.write(f"{now_us}\\n")
+        if (self.dir / "hold").exists():
+            (self.dir / f"held-{pid}").write_text(str(now_us))
+            while (self.dir / "hold").exists():
+                time.sleep(0.01)
+        self.n += 1
+        return [Tick("BTC-USD", f"{100 + self.n % 50}.5", now_us)]
+"""
 
 
 def holder_pid(server: Server) -> int:
@@ -75,29 +105,47 @@ def test_producer_off_in_the_web_tier_and_ticker_produce_standalone(
 
 
 def test_a_paused_holder_loses_the_lease_and_commits_nothing_when_it_wakes(
-    serve: Callable[..., Server],
+    serve: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A stopped process is what a holder cut off from the database looks like
-    # to the others: it stops renewing.  When it resumes, the lease is gone and
-    # its next run must not commit a tick beside the new holder's.
-    server = serve(workers=2, **SIM)
+    # to the others: it stops renewing.  This one is stopped inside a fetch, with
+    # ticks asked for before the pause; when it wakes, the lease is gone and they
+    # must not commit (the append renews the lease in its own transaction).
+    (tmp_path / "heldsource.py").write_text(HELD_SOURCE)
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), path])))
+    monkeypatch.setenv("HELD_SOURCE_DIR", str(tmp_path))
+    server = serve(workers=2, **{**SIM, "source": "python:heldsource:Held", "symbols": "BTC-USD"})
     eventually(lambda: ticks_of(server.db_url, "BTC-USD"), "first ticks", 20)
-    pid = holder_pid(server)
+    (tmp_path / "hold").touch()
+    held = eventually(lambda: list(tmp_path.glob("held-*")), "the holder waiting in a fetch", 10)
+    pid = int(held[0].name.removeprefix("held-"))
+    assert pid == holder_pid(server)
+    stopped_at = time.time_ns() // 1000  # before the signal: any tick asked later is newer
     os.kill(pid, signal.SIGSTOP)
     try:
-        last_id = ticks_of(server.db_url, "BTC-USD")[-1][0]
+        head = ticks_of(server.db_url, "BTC-USD")[-1][0]
+        (tmp_path / "hold").unlink()  # the fetch could return now, but its process is stopped
         eventually(
-            lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > last_id]) >= 3,
+            lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > head]) >= 3,
             "a takeover while the holder is paused",
             10,
         )
         assert holder_pid(server) != pid
     finally:
         os.kill(pid, signal.SIGCONT)
+    woke_at = time.time_ns() // 1000
+    dropped = f"[{pid}] ticker.producer: producer lease lost to another process; 1 fetched"
+    eventually(
+        lambda: dropped in server.log_text(), "the woken holder dropping what it fetched", 10
+    )
     resumed_at = ticks_of(server.db_url, "BTC-USD")[-1][0]
     eventually(
-        lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > resumed_at]) >= 10,
-        "ten more intervals after the old holder woke",
+        lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > resumed_at]) >= 5,
+        "five more intervals after the old holder woke",
         10,
     )
-    assert_one_tick_per_interval(server.db_url, "BTC-USD")
+    late = [(i, ts) for i, ts in ticks_of(server.db_url, "BTC-USD") if i > head and ts < stopped_at]
+    assert late == [], "ticks fetched before the pause were committed after it"
+    asked = [int(t) for t in (tmp_path / f"asks-{pid}").read_text().split()]
+    assert [t for t in asked if t > woke_at] == [], "the old holder went on fetching"
