@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,6 +319,14 @@ def test_a_symbol_name_with_markup_is_shown_as_text(
     assert browser.page.locator("img, b").count() == 0
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """Return the width and height that a PNG file's header gives."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is no PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
 @SQLITE_ONLY
 def test_screenshot_of_the_page_for_the_readme(
     serve: Callable[..., Server], browser: Browser, tmp_path: Path
@@ -326,15 +335,69 @@ def test_screenshot_of_the_page_for_the_readme(
     screenshot = README_SCREENSHOT if update else tmp_path / "page.png"
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "NVDA", "EUR-USD"]
     server = serve(symbols=",".join(symbols), tick_interval=0.05, seed=7)
+    browser.page.set_viewport_size({"width": 1100, "height": 480})
     open_page(browser, server, "?symbols=" + ",".join(symbols))
     eventually(
         lambda: all(len(browser.ids(s) or []) >= 60 for s in symbols), "charts with 60 ticks", 30
     )
-    browser.page.set_viewport_size({"width": 1100, "height": 480})
+    assert browser.rows() == symbols
+    assert all(browser.row_text(s, "price")[:1].isdigit() for s in symbols)
+    height = browser.page.evaluate("() => document.documentElement.scrollHeight")
     browser.page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 10_000
-    # The same page on a phone, in the dark scheme, still shows every row.
-    browser.page.set_viewport_size({"width": 390, "height": 844})
-    browser.page.emulate_media(color_scheme="dark")
-    assert browser.page.locator("#board .row").count() == len(symbols)
-    assert browser.page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    # The whole page, as wide as the window it was shown in.
+    assert png_size(screenshot) == (1100, max(480, height))
+
+
+PHONE_PRICES = {
+    "BTC-USD": ("67012.35", "67,012.35"),
+    "ETH-USD": ("3501.5", "3,501.5"),
+    "SOL-USD": ("142.17", "142.17"),
+    "AAPL": ("231.25", "231.25"),
+    "NVDA": ("1234.5", "1,234.5"),
+    "EUR-USD": ("1.0846", "1.0846"),
+}
+
+# Where each row's symbol and price stand, and whether the page scrolls sideways.
+PHONE_LAYOUT = """() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    background: getComputedStyle(document.body).backgroundColor,
+    rows: [...document.querySelectorAll("#board .row")].map((row) => {
+        const box = (el) => {
+            const r = el.getBoundingClientRect();
+            return {left: r.left, right: r.right, width: r.width, height: r.height,
+                    cut: el.scrollWidth > el.clientWidth};
+        };
+        return {symbol: row.querySelector(".sym").textContent,
+                sym: box(row.querySelector(".sym")), price: box(row.querySelector(".price"))};
+    }),
+})"""
+
+
+@SQLITE_ONLY
+def test_on_a_phone_every_row_shows_its_price_without_scrolling_sideways(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    server = serve(source="none", symbols=",".join(PHONE_PRICES))
+    server.post_ticks([{"symbol": s, "price": p} for s, (p, _) in PHONE_PRICES.items()])
+    light = None
+    for scheme in ["light", "dark"]:
+        browser.page.set_viewport_size({"width": 390, "height": 844})
+        browser.page.emulate_media(color_scheme=scheme)
+        open_page(browser, server, "?symbols=" + ",".join(PHONE_PRICES))
+        for symbol, (_, shown) in PHONE_PRICES.items():
+            eventually(lambda s=symbol, p=shown: browser.row_text(s, "price") == p, symbol)
+        layout = browser.page.evaluate(PHONE_LAYOUT)
+        assert layout["innerWidth"] == 390
+        assert layout["scrollWidth"] <= 390, "the page scrolls sideways on a phone"
+        assert [r["symbol"] for r in layout["rows"]] == list(PHONE_PRICES)
+        for row in layout["rows"]:
+            for part in ("sym", "price"):
+                where = row[part]
+                assert where["width"] > 0 and where["height"] > 0, (row["symbol"], part)
+                assert where["left"] >= 0 and where["right"] <= 390, (row["symbol"], part, where)
+                assert not where["cut"], (row["symbol"], part, "cut off")
+        if light is None:
+            light = layout["background"]
+        else:
+            assert layout["background"] != light, "the dark scheme looks like the light one"
