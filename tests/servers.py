@@ -106,10 +106,11 @@ class Server:
         **config: Any,
     ) -> None:
         require_server_mark("a gunicorn server")
-        self.db_url = db_url
+        config = {"database_url": db_url, "publish_token": TOKEN, **config}
+        self.db_url: str = config["database_url"]
         self.port = free_port() if port is None else port
         self.base = f"http://127.0.0.1:{self.port}"
-        env = ticker_env(database_url=db_url, publish_token=TOKEN, **config)
+        env = ticker_env(**config)
         env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)})
         self.log_path = log_path
         self.log = log_path.open("ab")
