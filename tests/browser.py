@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import require_server_mark
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -25,6 +27,7 @@ CHROMIUM_ARGS = [
 @contextmanager
 def chromium(profile: Path, **options: Any) -> Iterator[Any]:
     """Yield a fresh persistent chromium context on ``profile``; skip when it cannot run."""
+    require_server_mark("chromium")
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (make test does)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

@@ -1,31 +1,24 @@
-"""Shared fixtures: a clean environment, an app on its own SQLite file, real servers."""
+"""Shared fixtures: a clean environment, an app on its own SQLite file, real servers.
+
+Helpers that tests import live in ``fakes`` and ``servers``; nothing imports this file.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from tests.fakes import Clock, FakeExchange
-from ticker import ROOT, create_app, lifecycle
+from tests import servers
+from tests.fakes import TOKEN, Clock, FakeExchange
+from tests.servers import Server
+from ticker import create_app, lifecycle
 from ticker.cli import upgrade
 from ticker.state import app_state
-
-TOKEN = "test-token"
-T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -126,90 +119,14 @@ def client(app: Any) -> Any:
     return app.test_client()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# How the README starts ticker under gunicorn: the CLI, plain gunicorn in the
-# checkout (it reads gunicorn.conf.py there), and plain gunicorn from elsewhere,
-# pointed at the checkout's config (gunicorn reads no gunicorn.conf.py after --chdir).
-ELSEWHERE = ["-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT)]
-STARTS = {
-    "serve": lambda workers: ["-m", "ticker.cli", "serve"],
-    "plain": lambda workers: ["-m", "gunicorn", "-k", "gevent", "-w", str(workers), "wsgi:app"],
-    "elsewhere": lambda workers: ["-m", "gunicorn", *ELSEWHERE, "-w", str(workers), "wsgi:app"],
-}
-
-
-class Server:
-    """ticker under real gunicorn in a subprocess, started as ``start`` names; real HTTP."""
-
-    def __init__(
-        self, db_url: str, log_path: Path, workers: int = 2, start: str = "serve", **config: Any
-    ) -> None:
-        self.db_url = db_url
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-        env.update({"TICKER_DATABASE_URL": db_url, "TICKER_PUBLISH_TOKEN": TOKEN})
-        env.update({f"TICKER_{k.upper()}": str(v) for k, v in config.items()})
-        env.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)})
-        self.log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *STARTS[start](workers)],
-            env=env,
-            cwd=log_path.parent if start == "elsewhere" else ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_healthy()
-
-    def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                return self.get("/healthz")
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.base + path, timeout=10) as response:
-            return json.load(response)
-
-    def post_ticks(self, ticks: list[dict[str, Any]] | dict[str, Any]) -> list[int]:
-        request = urllib.request.Request(
-            self.base + "/api/ticks",
-            data=json.dumps(ticks).encode(),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            ids: list[int] = json.load(response)["ids"]
-            return ids
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
-        )
-        return [int(p) for p in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                for pid in self.worker_pids():
-                    os.kill(pid, signal.SIGKILL)
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Tell ``servers`` which test runs, so starting a server can check its ``server`` mark."""
+    servers.current_test = item
+    try:
+        return (yield)
+    finally:
+        servers.current_test = None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -228,10 +145,12 @@ def serve(
 
     When the test fails, the servers' log is printed with the failure.
     """
+    servers.require_server_mark("a gunicorn server (the `serve` fixture)")
     started: list[Server] = []
     log_path = tmp_path / "server.log"
 
     def start(**config: Any) -> Server:
+        """Start ``ticker serve`` with ``config`` as ``TICKER_*`` (``workers``, ``port`` aside)."""
         server = Server(db_url, log_path, **config)
         started.append(server)
         return server
@@ -243,30 +162,3 @@ def serve(
     if report is not None and report.failed and log_path.exists():
         print(f"--- server log ({log_path}), last 200 lines ---")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-200:]))
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 15) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
-        time.sleep(0.05)
-
-
-def log_ids(db_url: str, symbols: list[str] | None = None, after: int = 0) -> list[int]:
-    """Return the ids in the log after ``after``, of ``symbols`` if given, straight from SQL."""
-    engine = create_engine(db_url)
-    query = "SELECT id FROM ticks WHERE id > :after"
-    params: dict[str, Any] = {"after": after}
-    if symbols:
-        names = ", ".join(f":s{i}" for i in range(len(symbols)))
-        query += f" AND symbol IN ({names})"
-        params.update({f"s{i}": s for i, s in enumerate(symbols)})
-    with engine.connect() as conn:
-        ids = [row[0] for row in conn.execute(text(query + " ORDER BY id"), params)]
-    engine.dispose()
-    return ids

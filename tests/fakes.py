@@ -1,25 +1,142 @@
-"""Fakes for the source tests: an exchange on 127.0.0.1 (real HTTP, scripted answers,
-every request recorded), a clock moved by hand, and helpers to read the log and the logs."""
+"""What the tests share inside their own process: fakes and helpers.
+
+Fakes for the source tests (an exchange on 127.0.0.1: real HTTP, scripted
+answers, every request recorded; a clock moved by hand), a writer that appends
+straight to the log as another producer would, the symbols and settings most
+tests use, helpers that read the log, streams and logs, and ``eventually``.
+The real processes (gunicorn, ``ticker produce``) are in ``servers``.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from flask import Flask
 from sqlalchemy import create_engine, text
 
-from ticker import lifecycle
+from tests.sse_client import Message
+from ticker import lifecycle, log
+from ticker.db import make_engine
+from ticker.events import Tick, now_us
 from ticker.producer import Producer
 from ticker.state import app_state
+
+T = TypeVar("T")
+
+TOKEN = "test-token"  # the publish token of the tests' apps and servers
+SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
+QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}  # ticks come only from the test
+# What a test checks does not depend on the database: run it on SQLite only.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+# The producer tests: a simulated source, fast, with a short lease.
+INTERVAL = 0.2
+SIM = {"source": "sim", "symbols": "BTC-USD,AAPL", "tick_interval": INTERVAL, "lease_ttl": 1.5}
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 15) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})")
+        time.sleep(0.05)
+
+
+def tick_ids(frames: list[Message]) -> list[int]:
+    """Return the ids of the ``tick`` events among ``frames``, in the order read."""
+    return [int(f.id) for f in frames if f.event == "tick" and f.id is not None]
+
+
+def log_ids(db_url: str, symbols: list[str] | None = None, after: int = 0) -> list[int]:
+    """Return the ids in the log after ``after``, of ``symbols`` if given, straight from SQL."""
+    engine = create_engine(db_url)
+    query = "SELECT id FROM ticks WHERE id > :after"
+    params: dict[str, Any] = {"after": after}
+    if symbols:
+        names = ", ".join(f":s{i}" for i in range(len(symbols)))
+        query += f" AND symbol IN ({names})"
+        params.update({f"s{i}": s for i, s in enumerate(symbols)})
+    try:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.execute(text(query + " ORDER BY id"), params)]
+    finally:
+        engine.dispose()
+
+
+def ticks_of(db_url: str, symbol: str) -> list[tuple[int, int]]:
+    """Return ``(id, ts)`` of every tick of ``symbol``, by id."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, ts FROM ticks WHERE symbol = :s ORDER BY id"), {"s": symbol}
+            )
+            return [(int(r[0]), int(r[1])) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
+    """Two producers would put about two ticks in every interval.
+
+    One producer's runs may start late (the first run of a new process, a busy
+    core), so single gaps can be short; the count over the whole span and the
+    typical gap cannot be, unless something produced twice.
+    """
+    ts = [t for _, t in ticks_of(db_url, symbol)]
+    assert len(ts) >= 3, "too few ticks"
+    span = (ts[-1] - ts[0]) / 1e6
+    assert len(ts) - 1 <= span / INTERVAL + 1, f"{len(ts)} ticks in {span:.2f}s: produced twice"
+    gaps = sorted((b - a) / 1e6 for a, b in itertools.pairwise(ts))
+    median = gaps[len(gaps) // 2]
+    assert median > INTERVAL * 0.8, f"typical gap {median:.3f}s: produced twice"
+
+
+class LogWriter(threading.Thread):
+    """Append ticks straight into the log, as a separate producer process would."""
+
+    def __init__(self, db_url: str, symbols: list[str], interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.engine = make_engine(db_url)
+        self.symbols = symbols
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.ids: list[int] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            n = 0
+            while not self.stopped.wait(self.interval):
+                symbol = self.symbols[n % len(self.symbols)]
+                price = f"{100 + (n * 7919) % 97}.{n % 100:02d}"
+                self.ids.extend(log.append(self.engine, [Tick(symbol, price, now_us())]))
+                n += 1
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> list[int]:
+        self.stopped.set()
+        self.join(30)
+        self.engine.dispose()
+        assert self.error is None, self.error
+        return self.ids
 
 
 @dataclass
@@ -148,6 +265,19 @@ def log_rows(where: Flask | str) -> list[tuple[str, str]]:
 def due(producer: Producer, clock: Clock) -> None:
     """Move the clock to the next interval at which the producer may ask again."""
     clock.now = max(clock.now + producer.settings.tick_interval, producer.state.retry_at)
+
+
+def asked_at(producer: Producer, exchange: FakeExchange, clock: Clock, seconds: int) -> list[int]:
+    """Run the producer once a second for ``seconds``; return the seconds at which it asked."""
+    asked = []
+    start = clock.now
+    for second in range(seconds):
+        clock.now = start + second
+        before = exchange.count()
+        producer.produce()
+        if exchange.count() > before:
+            asked.append(second)
+    return asked
 
 
 def stop(app: Flask) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,9 +29,25 @@ class Message:
 class SSEStream:
     """Open ``url`` and read its frames; ``last_event_id`` tracks ids like a browser."""
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 10):
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+        receive_buffer: int | None = None,
+    ):
+        """Open the stream; ``receive_buffer`` shrinks the socket's buffer and its
+        segments, so a client that pauses reading holds the server up after some
+        kilobytes (the server's send buffer grows with the segment size)."""
         parts = urlsplit(url)
         self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        if receive_buffer is not None:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+            sock.settimeout(timeout)
+            sock.connect((parts.hostname, parts.port))
+            self.conn.sock = sock
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         self.conn.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
         self.response = self.conn.getresponse()

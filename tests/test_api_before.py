@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import TOKEN
+from tests.fakes import TOKEN
 from ticker import lifecycle
 from ticker.state import app_state
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.servers import ticker_env
 from ticker import ROOT, create_app
 from ticker.config import (
     DEFAULT_SYMBOLS,
@@ -289,15 +289,9 @@ def test_the_cli_stops_with_a_message_naming_the_variable(
     command: list[str], tmp_path: Path
 ) -> None:
     db = tmp_path / "cli.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-    env.update(
-        {
-            "TICKER_DATABASE_URL": f"sqlite:///{db}",
-            "TICKER_TICK_INTERVAL": "abc",
-            # Unusable, so a serve that got past the config check fails fast instead of serving.
-            "HOST": "host.invalid",
-        }
-    )
+    env = ticker_env(database_url=f"sqlite:///{db}", tick_interval="abc")
+    # Unusable, so a serve that got past the config check fails fast instead of serving.
+    env["HOST"] = "host.invalid"
     done = subprocess.run(
         [sys.executable, "-m", "ticker.cli", *command],
         env=env,

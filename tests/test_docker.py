@@ -9,7 +9,6 @@ run against a live and a dead server.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, free_port
+from tests.servers import Server, free_port, ticker_env
 from ticker import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -119,6 +118,7 @@ def test_the_image_holds_what_the_app_needs() -> None:
     assert "README.md" in copied  # pyproject's readme: the install reads it
 
 
+@pytest.mark.server
 @SQLITE_ONLY
 def test_the_health_check_command_passes_on_a_live_server_and_fails_on_a_dead_one(
     serve: Callable[..., Server],
@@ -126,7 +126,7 @@ def test_the_health_check_command_passes_on_a_live_server_and_fails_on_a_dead_on
     _, command = healthcheck()
     assert command[0] == "python"
     server = serve(source="none", symbols="AAPL", workers=1)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    clean = ticker_env()
     live = subprocess.run(
         [sys.executable, *command[1:]],
         env={**clean, "PORT": str(server.port)},

@@ -8,14 +8,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import TOKEN
+from tests.fakes import QUIET, SQLITE_ONLY, TOKEN
 from ticker.config import load_settings
 from ticker.errors import ConfigError
 
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @SQLITE_ONLY

@@ -7,10 +7,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from tests.conftest import TOKEN, Server
+import pytest
+
+from tests.fakes import TOKEN
+from tests.servers import Server
 from ticker.loadtest import Published, Received, make_report, render
 
 
+@pytest.mark.server
 def test_loadtest_reports_zero_loss_against_a_real_server(serve: Callable[..., Server]) -> None:
     server = serve(source="none", symbols="BTC-USD,ETH-USD,AAPL")
     done = subprocess.run(

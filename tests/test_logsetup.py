@@ -12,15 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TOKEN, Server, eventually
+from tests.fakes import QUIET, SQLITE_ONLY, TOKEN, eventually
+from tests.servers import Server
 from tests.sse_client import SSEStream
 from ticker import logsetup
 from ticker.config import LogSettings, load_log_settings
 from ticker.errors import ConfigError
-
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def record(name: str, message: str, *args: Any, **extra: Any) -> logging.LogRecord:
@@ -97,6 +94,7 @@ def test_a_bad_log_setting_stops_the_command_naming_the_variable(name: str, valu
     assert done.returncode != 0 and name in done.stderr
 
 
+@pytest.mark.server
 @SQLITE_ONLY
 def test_server_logs_are_json_lines_with_request_ids_and_no_secrets(
     serve: Callable[..., Server], tmp_path: Path
@@ -119,7 +117,7 @@ def test_server_logs_are_json_lines_with_request_ids_and_no_secrets(
         frames = s.frames()
         next(frames)
         next(frames)
-    log_path = Path(server.log.name)
+    log_path = server.log_path
 
     def lines() -> list[dict[str, Any]]:
         parsed = []

@@ -13,43 +13,25 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TOKEN, Server, eventually, log_ids
+from tests.fakes import QUIET, SQLITE_ONLY, SYMBOLS, TOKEN, eventually, log_ids, tick_ids
+from tests.servers import Server, free_port, parse_metrics, start_produce, ticker_env
 from tests.sse_client import Message, SSEStream
-from ticker import gunicorn_conf, metrics
+from ticker import create_app, gunicorn_conf, metrics
+from ticker.cli import upgrade
 from ticker.config import MULTIPROC_ENV
 from ticker.errors import SourceError
 from ticker.events import now_us
 from ticker.state import app_state
 
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-def parse(text: str) -> dict[str, float]:
-    """Return every sample as ``name{label="value",...}`` -> value."""
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return found
-
-
-def scrape(server: Server) -> dict[str, float]:
-    with urllib.request.urlopen(server.base + "/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        return parse(response.read().decode())
 
 
 def until_metrics(server: Server, want: dict[str, float], timeout: float = 15) -> dict[str, float]:
     """Scrape until every metric in ``want`` has its value; fail showing the differences."""
     end = time.monotonic() + timeout
     while True:
-        got = scrape(server)
+        got = server.metrics()
         wrong = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
         if not wrong:
             return got
@@ -68,7 +50,7 @@ def test_metrics_names_every_series_and_reads_the_log(make_app: Callable[..., Fl
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain; version=")
-    got = parse(response.get_data(as_text=True))
+    got = parse_metrics(response.get_data(as_text=True))
     for name in [
         "ticker_streams_open",
         "ticker_streams_opened_total",
@@ -113,7 +95,7 @@ def test_stream_hooks_count_writes_and_time_only_live_ones(make_app: Callable[..
     streams.on_fallback()
     first.close()
     first.close()  # a slot is given back once
-    got = parse(app.test_client().get("/metrics").get_data(as_text=True))
+    got = parse_metrics(app.test_client().get("/metrics").get_data(as_text=True))
     assert got["ticker_streams_open"] == 1
     assert got["ticker_streams_opened_total"] == 2
     assert got["ticker_streams_refused_total"] == 1
@@ -160,7 +142,7 @@ def test_producer_ticks_and_errors_are_counted(make_app: Callable[..., Flask], d
 
     producer._take_over = broken
     producer.produce()
-    got = parse(app.test_client().get("/metrics").get_data(as_text=True))
+    got = parse_metrics(app.test_client().get("/metrics").get_data(as_text=True))
     assert got["ticker_producer_ticks_total"] == 6 == len(log_ids(db_url))
     assert got['ticker_producer_errors_total{stage="source"}'] == 1
     assert got['ticker_producer_errors_total{stage="run"}'] == 1
@@ -178,7 +160,7 @@ def test_metrics_answer_when_the_database_does_not(
     Path(url.removeprefix("sqlite:///")).mkdir()  # a directory where the file was
     response = app.test_client().get("/metrics")
     assert response.status_code == 200
-    got = parse(response.get_data(as_text=True))
+    got = parse_metrics(response.get_data(as_text=True))
     assert got["ticker_database_up"] == 0
     assert "ticker_log_head_id" not in got
     assert got["ticker_events_sent_total"] == 0
@@ -203,17 +185,14 @@ def test_multiprocess_dir_is_emptied_and_only_ours_is_removed(tmp_path: Path) ->
 # ---- several processes: real gunicorn, two workers ----
 
 
-def tick_ids(frames: list[Message]) -> list[int]:
-    return [int(f.id) for f in frames if f.event == "tick" and f.id is not None]
-
-
 def stream_pids(server: Server) -> dict[str, int]:
     """Return which worker opened each stream, from the request ids in the server's log."""
-    text = Path(server.log.name).read_text(errors="replace")
+    text = server.log_text()
     pattern = r"\[(\d+)\] ticker\.views: stream opened request_id=(\S+)"
     return {rid: int(pid) for pid, rid in re.findall(pattern, text)}
 
 
+@pytest.mark.server
 def test_metrics_add_up_what_a_test_did_across_two_workers(
     serve: Callable[..., Server],
 ) -> None:
@@ -269,7 +248,7 @@ def test_metrics_add_up_what_a_test_did_across_two_workers(
     assert n <= got["ticker_tick_to_send_seconds_count"] <= n * k
     assert got["ticker_tick_to_send_seconds_sum"] / got["ticker_tick_to_send_seconds_count"] < 5
     for _ in range(6):  # whichever worker answers, the sums are the same
-        again = scrape(server)
+        again = server.metrics()
         assert {name: again[name] for name in want} == want
 
     # Closed streams stop counting.
@@ -282,7 +261,7 @@ def test_metrics_add_up_what_a_test_did_across_two_workers(
     pids = stream_pids(server)
     victim = pids["s-0"]
     survivors = [rid for rid in streams if pids[rid] != victim]
-    sent_before = scrape(server)["ticker_events_sent_total"]
+    sent_before = server.metrics()["ticker_events_sent_total"]
     os.kill(victim, signal.SIGKILL)
     got = until_metrics(server, {"ticker_streams_open": len(survivors)})
     assert got["ticker_events_sent_total"] >= sent_before
@@ -292,34 +271,20 @@ def test_metrics_add_up_what_a_test_did_across_two_workers(
     until_metrics(server, {"ticker_streams_open": 0})
 
 
+@pytest.mark.server
 @SQLITE_ONLY
 def test_ticker_produce_serves_its_metrics(db_url: str, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import free_port
-    from ticker import create_app
-    from ticker.cli import upgrade
-
     upgrade(create_app({"database_url": db_url}))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
+    env = ticker_env(database_url=db_url, tick_interval=0.05, symbols="AAPL")
     env.pop(MULTIPROC_ENV, None)
-    env.update(
-        {"TICKER_DATABASE_URL": db_url, "TICKER_TICK_INTERVAL": "0.05", "TICKER_SYMBOLS": "AAPL"}
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ticker.cli", "produce", "--metrics-port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_produce(env, "--metrics-port", str(port))
     try:
 
         def produced() -> dict[str, float] | None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                    got = parse(r.read().decode())
+                    got = parse_metrics(r.read().decode())
             except OSError:
                 return None
             return got if got["ticker_producer_ticks_total"] >= 3 else None
@@ -329,4 +294,4 @@ def test_ticker_produce_serves_its_metrics(db_url: str, tmp_path: Path) -> None:
         assert got["ticker_log_head_id"] >= 3
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        proc.communicate(timeout=15)

@@ -15,17 +15,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import tests.conftest
 from tests.browser import chromium as launch_chromium
-from tests.conftest import TOKEN, Server, eventually, free_port, log_ids
+from tests.fakes import QUIET, SQLITE_ONLY, SYMBOLS, TOKEN, LogWriter, eventually, log_ids
+from tests.servers import Server, free_port
 from tests.sse_client import SSEStream
-from tests.test_page import LogWriter
 from ticker.config import load_settings
 from ticker.errors import ConfigError
-
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +105,7 @@ class ChunkedStream(threading.Thread):
         return found
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("how", ["serve", "plain", "elsewhere"])
 def test_sigterm_ends_streams_between_messages_and_a_reconnect_loses_nothing(
     serve: Callable[..., Server], db_url: str, how: str
@@ -184,6 +180,7 @@ def test_issue_a_sigterm_while_a_worker_boots_is_not_lost() -> None:
         signal.signal(signal.SIGTERM, before)
 
 
+@pytest.mark.server
 def test_a_server_stopped_while_its_workers_boot_exits_promptly(
     serve: Callable[..., Server],
 ) -> None:
@@ -228,6 +225,7 @@ RECORD_EVENTSOURCES = """
 """
 
 
+@pytest.mark.server
 @SQLITE_ONLY
 def test_a_browser_backs_off_from_busy_and_gets_in_once_a_slot_frees(
     serve: Callable[..., Server], chromium: Any
@@ -265,14 +263,14 @@ def test_a_browser_backs_off_from_busy_and_gets_in_once_a_slot_frees(
     assert page.evaluate("() => window.esMade") == 1
 
 
+@pytest.mark.server
 @SQLITE_ONLY
 def test_a_page_on_an_allowed_origin_streams_and_publishes_across_origins(
-    serve: Callable[..., Server], chromium: Any, monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., Server], chromium: Any
 ) -> None:
     port = free_port()
     allowed = f"http://127.0.0.1:{port}"
-    monkeypatch.setattr(tests.conftest, "free_port", lambda: port)
-    server = serve(**QUIET, cors_origins=allowed)
+    server = serve(port=port, **QUIET, cors_origins=allowed)
     server.post_ticks([{"symbol": "AAPL", "price": "230.5"}])
     page = chromium.pages[0] if chromium.pages else chromium.new_page()
     other = f"http://localhost:{port}"  # another origin: another host name, same server

@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import socket
-import threading
+import struct
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,17 +19,15 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-import tests.conftest
 from tests.browser import chromium
-from tests.conftest import Server, eventually, log_ids
-from ticker import ROOT, log
-from ticker.db import make_engine
-from ticker.events import Tick, now_us
+from tests.fakes import SQLITE_ONLY, LogWriter, eventually, log_ids
+from tests.servers import Server
+from ticker import ROOT
+
+pytestmark = pytest.mark.server
 
 # The README's picture; `make test` leaves it alone unless UPDATE_SCREENSHOT=1.
 README_SCREENSHOT = ROOT / "docs" / "page.png"
-# What the page shows does not depend on the database; delivery is tested on each one.
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 class Browser:
@@ -143,46 +141,6 @@ def kill_hard(server: Server) -> None:
     eventually(port_closed, f"port {server.port} closed after SIGKILL", 10)
 
 
-def restart_on_same_port(
-    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch, port: int, **config: Any
-) -> Server:
-    """Start ``ticker serve`` again on ``port`` and the same database."""
-    with monkeypatch.context() as patch:
-        patch.setattr(tests.conftest, "free_port", lambda: port)
-        return serve(**config)
-
-
-class LogWriter(threading.Thread):
-    """Append ticks straight into the log, as a separate producer process would."""
-
-    def __init__(self, db_url: str, symbols: list[str], interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.engine = make_engine(db_url)
-        self.symbols = symbols
-        self.interval = interval
-        self.stopped = threading.Event()
-        self.ids: list[int] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            n = 0
-            while not self.stopped.wait(self.interval):
-                symbol = self.symbols[n % len(self.symbols)]
-                price = f"{100 + (n * 7919) % 97}.{n % 100:02d}"
-                self.ids.extend(log.append(self.engine, [Tick(symbol, price, now_us())]))
-                n += 1
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self) -> list[int]:
-        self.stopped.set()
-        self.join(30)
-        self.engine.dispose()
-        assert self.error is None, self.error
-        return self.ids
-
-
 @SQLITE_ONLY
 def test_page_shows_latest_prices_and_follows_added_and_removed_symbols(
     serve: Callable[..., Server], browser: Browser
@@ -244,7 +202,6 @@ def test_page_keeps_every_tick_through_a_server_killed_and_restarted(
     serve: Callable[..., Server],
     browser: Browser,
     db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = {"source": "none", "symbols": "BTC-USD,AAPL,ETH-USD"}
     server = serve(**config)
@@ -263,7 +220,7 @@ def test_page_keeps_every_tick_through_a_server_killed_and_restarted(
         held_while_down = browser.state("lastId")
         eventually(lambda: len(writer.ids) >= written_at_kill + 30, "ticks written while down")
         assert browser.connection() == "reconnecting"
-        restart_on_same_port(serve, monkeypatch, server.port, **config)
+        serve(port=server.port, **config)
         eventually(lambda: browser.state("lastId") > held_while_down, "ticks after restart", 20)
     finally:
         written = writer.finish()
@@ -320,7 +277,6 @@ def test_a_log_that_cannot_resume_the_page_shows_a_reset_notice(
     serve: Callable[..., Server],
     browser: Browser,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = {"source": "none", "symbols": "BTC-USD,AAPL"}
     server = serve(**config)
@@ -331,7 +287,7 @@ def test_a_log_that_cannot_resume_the_page_shows_a_reset_notice(
     browser.wait_connection("reconnecting")
     # Back on an empty log: the page's last id is ahead of the new head.
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
-    again = restart_on_same_port(serve, monkeypatch, server.port, database_url=fresh, **config)
+    again = serve(port=server.port, database_url=fresh, **config)
     again.post_ticks([{"symbol": "BTC-USD", "price": "7.25"}, {"symbol": "AAPL", "price": "1"}])
     browser.page.wait_for_selector("#notice", state="visible")
     assert "Missed data, showing latest" in (browser.page.text_content("#notice") or "")
@@ -360,6 +316,14 @@ def test_markup_in_the_url_is_shown_as_text(serve: Callable[..., Server], browse
     eventually(lambda: browser.row_text("BTC-USD", "price") == "1.5", "BTC-USD price")
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """Return the width and height that a PNG file's header gives."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is no PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
 @SQLITE_ONLY
 def test_screenshot_of_the_page_for_the_readme(
     serve: Callable[..., Server], browser: Browser, tmp_path: Path
@@ -368,15 +332,69 @@ def test_screenshot_of_the_page_for_the_readme(
     screenshot = README_SCREENSHOT if update else tmp_path / "page.png"
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "NVDA", "EUR-USD"]
     server = serve(symbols=",".join(symbols), tick_interval=0.05, seed=7)
+    browser.page.set_viewport_size({"width": 1100, "height": 480})
     open_page(browser, server, "?symbols=" + ",".join(symbols))
     eventually(
         lambda: all(len(browser.ids(s) or []) >= 60 for s in symbols), "charts with 60 ticks", 30
     )
-    browser.page.set_viewport_size({"width": 1100, "height": 480})
+    assert browser.rows() == symbols
+    assert all(browser.row_text(s, "price")[:1].isdigit() for s in symbols)
+    height = browser.page.evaluate("() => document.documentElement.scrollHeight")
     browser.page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 10_000
-    # The same page on a phone, in the dark scheme, still shows every row.
-    browser.page.set_viewport_size({"width": 390, "height": 844})
-    browser.page.emulate_media(color_scheme="dark")
-    assert browser.page.locator("#board .row").count() == len(symbols)
-    assert browser.page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    # The whole page, as wide as the window it was shown in.
+    assert png_size(screenshot) == (1100, max(480, height))
+
+
+PHONE_PRICES = {
+    "BTC-USD": ("67012.35", "67,012.35"),
+    "ETH-USD": ("3501.5", "3,501.5"),
+    "SOL-USD": ("142.17", "142.17"),
+    "AAPL": ("231.25", "231.25"),
+    "NVDA": ("1234.5", "1,234.5"),
+    "EUR-USD": ("1.0846", "1.0846"),
+}
+
+# Where each row's symbol and price stand, and whether the page scrolls sideways.
+PHONE_LAYOUT = """() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    background: getComputedStyle(document.body).backgroundColor,
+    rows: [...document.querySelectorAll("#board .row")].map((row) => {
+        const box = (el) => {
+            const r = el.getBoundingClientRect();
+            return {left: r.left, right: r.right, width: r.width, height: r.height,
+                    cut: el.scrollWidth > el.clientWidth};
+        };
+        return {symbol: row.querySelector(".sym").textContent,
+                sym: box(row.querySelector(".sym")), price: box(row.querySelector(".price"))};
+    }),
+})"""
+
+
+@SQLITE_ONLY
+def test_on_a_phone_every_row_shows_its_price_without_scrolling_sideways(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    server = serve(source="none", symbols=",".join(PHONE_PRICES))
+    server.post_ticks([{"symbol": s, "price": p} for s, (p, _) in PHONE_PRICES.items()])
+    light = None
+    for scheme in ["light", "dark"]:
+        browser.page.set_viewport_size({"width": 390, "height": 844})
+        browser.page.emulate_media(color_scheme=scheme)
+        open_page(browser, server, "?symbols=" + ",".join(PHONE_PRICES))
+        for symbol, (_, shown) in PHONE_PRICES.items():
+            eventually(lambda s=symbol, p=shown: browser.row_text(s, "price") == p, symbol)
+        layout = browser.page.evaluate(PHONE_LAYOUT)
+        assert layout["innerWidth"] == 390
+        assert layout["scrollWidth"] <= 390, "the page scrolls sideways on a phone"
+        assert [r["symbol"] for r in layout["rows"]] == list(PHONE_PRICES)
+        for row in layout["rows"]:
+            for part in ("sym", "price"):
+                where = row[part]
+                assert where["width"] > 0 and where["height"] > 0, (row["symbol"], part)
+                assert where["left"] >= 0 and where["right"] <= 390, (row["symbol"], part, where)
+                assert not where["cut"], (row["symbol"], part, "cut off")
+        if light is None:
+            light = layout["background"]
+        else:
+            assert layout["background"] != light, "the dark scheme looks like the light one"

@@ -14,14 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, eventually, log_ids
+from tests.fakes import (
+    QUIET,
+    SIM,
+    SYMBOLS,
+    assert_one_tick_per_interval,
+    eventually,
+    log_ids,
+    ticks_of,
+)
+from tests.servers import Server
 from tests.sse_client import SSEStream
-from tests.test_producer import SIM, assert_one_tick_per_interval, ticks_of
 
-pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
+]
 
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS), "heartbeat": 0.5}
+SERVED = {**QUIET, "heartbeat": 0.5}
 
 
 class Follower(threading.Thread):
@@ -75,7 +85,7 @@ def post_with_retry(server: Server, batch: list[dict[str, str]]) -> list[int]:
 
 
 def test_two_instances_deliver_every_tick_in_commit_order(serve: Callable[..., Server]) -> None:
-    first, second = serve(**QUIET), serve(**QUIET)
+    first, second = serve(**SERVED), serve(**SERVED)
     followers = [Follower(first, 0), Follower(second, 0)]
     for follower in followers:
         follower.start()
@@ -99,7 +109,7 @@ def test_two_instances_deliver_every_tick_in_commit_order(serve: Callable[..., S
     writers = [threading.Thread(target=post, args=(n,)) for n in range(8)]
     for writer in writers:
         writer.start()
-    time.sleep(3)
+    eventually(lambda: len(posted) > 600 or errors, "writes through both instances", 30)
     stop.set()
     for writer in writers:
         writer.join(30)
@@ -154,7 +164,7 @@ def restart_postgres() -> None:
 def test_clients_end_with_every_tick_across_a_database_restart(
     serve: Callable[..., Server],
 ) -> None:
-    server = serve(**QUIET)
+    server = serve(**SERVED)
     start = server.post_ticks([{"symbol": "AAPL", "price": "1"}])[0]
     followers = [Follower(server, start), Follower(server, start)]
     for follower in followers:

@@ -2,49 +2,48 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from sqlalchemy import create_engine, text
+import pytest
 
-from tests.conftest import Server, eventually
+from tests.fakes import SIM, assert_one_tick_per_interval, eventually, ticks_of
+from tests.servers import Server, start_produce, ticker_env
 from tests.sse_client import SSEStream
 
-INTERVAL = 0.2
-SIM = {"source": "sim", "symbols": "BTC-USD,AAPL", "tick_interval": INTERVAL, "lease_ttl": 1.5}
+pytestmark = pytest.mark.server
+
+# A source for the paused-holder test, imported by the servers as python:heldsource:Held.
+HELD_SOURCE = """
+import os
+import time
+from pathlib import Path
+
+from ticker.sources import Source, Tick
 
 
-def ticks_of(db_url: str, symbol: str) -> list[tuple[int, int]]:
-    """Return ``(id, ts)`` of every tick of ``symbol``, by id."""
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, ts FROM ticks WHERE symbol = :s ORDER BY id"), {"s": symbol}
-        )
-        found = [(int(r[0]), int(r[1])) for r in rows]
-    engine.dispose()
-    return found
+# One BTC-USD tick an interval; while the file "hold" exists, a fetch waits.  Every
+# fetch notes when it was asked in "asks-PID"; one that waits says so in "held-PID".
+class Held(Source):
 
+    def __init__(self, settings):
+        self.dir = Path(os.environ["HELD_SOURCE_DIR"])
+        self.n = 0
 
-def assert_one_tick_per_interval(db_url: str, symbol: str) -> None:
-    """Two producers would put about two ticks in every interval.
-
-    One producer's runs may start late (the first run of a new process, a busy
-    core), so single gaps can be short; the count over the whole span and the
-    typical gap cannot be, unless something produced twice.
-    """
-    ts = [t for _, t in ticks_of(db_url, symbol)]
-    assert len(ts) >= 3, "too few ticks"
-    span = (ts[-1] - ts[0]) / 1e6
-    assert len(ts) - 1 <= span / INTERVAL + 1, f"{len(ts)} ticks in {span:.2f}s: produced twice"
-    gaps = sorted((b - a) / 1e6 for a, b in itertools.pairwise(ts))
-    median = gaps[len(gaps) // 2]
-    assert median > INTERVAL * 0.8, f"typical gap {median:.3f}s: produced twice"
+    def next_ticks(self, now_us):
+        pid = os.getpid()
+        with open(self.dir / f"asks-{pid}", "a") as asks:
+            asks.write(f"{now_us}\\n")
+        if (self.dir / "hold").exists():
+            (self.dir / f"held-{pid}").write_text(str(now_us))
+            while (self.dir / "hold").exists():
+                time.sleep(0.01)
+        self.n += 1
+        return [Tick("BTC-USD", f"{100 + self.n % 50}.5", now_us)]
+"""
 
 
 def holder_pid(server: Server) -> int:
@@ -90,15 +89,7 @@ def test_producer_off_in_the_web_tier_and_ticker_produce_standalone(
         snapshot = next(frames)
         assert snapshot.json() == {"head": 0, "ticks": []}
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-        env.update({f"TICKER_{k.upper()}": str(v) for k, v in SIM.items()})
-        env["TICKER_DATABASE_URL"] = server.db_url
-        producer = subprocess.Popen(
-            [sys.executable, "-m", "ticker.cli", "produce"],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        producer = start_produce(ticker_env(database_url=server.db_url, **SIM))
         try:
             first = next(frames)
             second = next(frames)
@@ -114,29 +105,47 @@ def test_producer_off_in_the_web_tier_and_ticker_produce_standalone(
 
 
 def test_a_paused_holder_loses_the_lease_and_commits_nothing_when_it_wakes(
-    serve: Callable[..., Server],
+    serve: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A stopped process is what a holder cut off from the database looks like
-    # to the others: it stops renewing.  When it resumes, the lease is gone and
-    # its next run must not commit a tick beside the new holder's.
-    server = serve(workers=2, **SIM)
+    # to the others: it stops renewing.  This one is stopped inside a fetch, with
+    # ticks asked for before the pause; when it wakes, the lease is gone and they
+    # must not commit (the append renews the lease in its own transaction).
+    (tmp_path / "heldsource.py").write_text(HELD_SOURCE)
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), path])))
+    monkeypatch.setenv("HELD_SOURCE_DIR", str(tmp_path))
+    server = serve(workers=2, **{**SIM, "source": "python:heldsource:Held", "symbols": "BTC-USD"})
     eventually(lambda: ticks_of(server.db_url, "BTC-USD"), "first ticks", 20)
-    pid = holder_pid(server)
+    (tmp_path / "hold").touch()
+    held = eventually(lambda: list(tmp_path.glob("held-*")), "the holder waiting in a fetch", 10)
+    pid = int(held[0].name.removeprefix("held-"))
+    assert pid == holder_pid(server)
+    stopped_at = time.time_ns() // 1000  # before the signal: any tick asked later is newer
     os.kill(pid, signal.SIGSTOP)
     try:
-        last_id = ticks_of(server.db_url, "BTC-USD")[-1][0]
+        head = ticks_of(server.db_url, "BTC-USD")[-1][0]
+        (tmp_path / "hold").unlink()  # the fetch could return now, but its process is stopped
         eventually(
-            lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > last_id]) >= 3,
+            lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > head]) >= 3,
             "a takeover while the holder is paused",
             10,
         )
         assert holder_pid(server) != pid
     finally:
         os.kill(pid, signal.SIGCONT)
+    woke_at = time.time_ns() // 1000
+    dropped = f"[{pid}] ticker.producer: producer lease lost to another process; 1 fetched"
+    eventually(
+        lambda: dropped in server.log_text(), "the woken holder dropping what it fetched", 10
+    )
     resumed_at = ticks_of(server.db_url, "BTC-USD")[-1][0]
     eventually(
-        lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > resumed_at]) >= 10,
-        "ten more intervals after the old holder woke",
+        lambda: len([i for i, _ in ticks_of(server.db_url, "BTC-USD") if i > resumed_at]) >= 5,
+        "five more intervals after the old holder woke",
         10,
     )
-    assert_one_tick_per_interval(server.db_url, "BTC-USD")
+    late = [(i, ts) for i, ts in ticks_of(server.db_url, "BTC-USD") if i > head and ts < stopped_at]
+    assert late == [], "ticks fetched before the pause were committed after it"
+    asked = [int(t) for t in (tmp_path / f"asks-{pid}").read_text().split()]
+    assert [t for t in asked if t > woke_at] == [], "the old holder went on fetching"

@@ -7,11 +7,9 @@ the log and the streams, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,21 +18,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from tests.conftest import Server, log_ids
+from tests.fakes import QUIET, SYMBOLS, log_ids, tick_ids
+from tests.servers import Server, run_ticker
 from tests.sse_client import Message, SSEStream
-from tests.test_metrics import scrape
-from ticker import log
+from ticker import ROOT, create_app, log
+from ticker.cli import upgrade
 from ticker.config import Retention
 from ticker.db import make_engine
 from ticker.events import Tick, format_ts, now_us
 
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS), "prune_interval": 0.2}
+PRUNING = {**QUIET, "prune_interval": 0.2}
 HOUR_AGO = format_ts(now_us() - 3600 * 1_000_000)
-
-
-def tick_ids(frames: list[Message]) -> list[int]:
-    return [int(f.id) for f in frames if f.event == "tick" and f.id is not None]
 
 
 def wait_pruned_through(server: Server, target: int, timeout: float = 15) -> dict[str, Any]:
@@ -55,10 +49,11 @@ def opening(server: Server, last_id: int, symbols: str = "BTC-USD,AAPL") -> list
         return stream.ticks_until(lambda f: f.event in ("live", "reset"))
 
 
+@pytest.mark.server
 def test_pruning_by_count_keeps_ids_monotonic_and_expires_old_resume_points(
     serve: Callable[..., Server],
 ) -> None:
-    server = serve(retention="20", heartbeat=0.5, **QUIET)
+    server = serve(retention="20", heartbeat=0.5, **PRUNING)
     # A client that is live while retention runs receives every tick, in order.
     watcher = SSEStream(server.base + "/stream?symbols=BTC-USD,ETH-USD,AAPL")
     frames = watcher.frames()
@@ -99,16 +94,17 @@ def test_pruning_by_count_keeps_ids_monotonic_and_expires_old_resume_points(
     got = opening(server, horizon, symbols="BTC-USD")
     assert got[-1].event == "live"
     assert tick_ids(got) == log_ids(server.db_url, ["BTC-USD"], after=horizon)
-    got_metrics = scrape(server)
+    got_metrics = server.metrics()
     assert got_metrics["ticker_log_pruned_events_total"] == 80 + 30
     assert got_metrics["ticker_log_pruned_through_id"] == horizon
     assert got_metrics['ticker_stream_resets_total{reason="expired"}'] == 1
 
 
+@pytest.mark.server
 def test_pruning_by_age_down_to_an_empty_log_never_reuses_an_id(
     serve: Callable[..., Server],
 ) -> None:
-    server = serve(retention="1h", **QUIET)
+    server = serve(retention="1h", **PRUNING)
     old = server.post_ticks(
         [{"symbol": SYMBOLS[i % 3], "price": f"{i + 1}", "ts": HOUR_AGO} for i in range(40)]
     )
@@ -124,13 +120,9 @@ def test_pruning_by_age_down_to_an_empty_log_never_reuses_an_id(
     stale = server.post_ticks([{"symbol": "ETH-USD", "price": "3.5", "ts": HOUR_AGO}] * 10)
     # The old ticks after the young ones stay: retention cuts the log from its old end.
     assert log_ids(server.db_url) == young + stale
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-    env.update({"TICKER_DATABASE_URL": server.db_url, "TICKER_RETENTION": "1s"})
     end = time.monotonic() + 10
     while log_ids(server.db_url):  # the young ticks are a second old soon
-        done = subprocess.run(
-            [sys.executable, "-m", "ticker.cli", "prune"], env=env, capture_output=True, text=True
-        )
+        done = run_ticker("prune", database_url=server.db_url, retention="1s")
         assert done.returncode == 0, done.stderr
         assert time.monotonic() < end, "ticker prune did not empty the log"
         time.sleep(0.2)
@@ -145,9 +137,6 @@ def test_pruning_by_age_down_to_an_empty_log_never_reuses_an_id(
 
 
 def test_prune_deletes_in_short_batches(db_url: str) -> None:
-    from ticker import create_app
-    from ticker.cli import upgrade
-
     upgrade(create_app({"database_url": db_url}))
     engine: Engine = make_engine(db_url)
     try:
@@ -173,8 +162,6 @@ def test_prune_deletes_in_short_batches(db_url: str) -> None:
 
 def readme_sql(start: str) -> str:
     """Return the SQL of the README's restore step that begins with ``start``."""
-    from ticker import ROOT
-
     text = (ROOT / "README.md").read_text().split("### Backup and restore", 1)[1]
     found = re.search(r'"(' + re.escape(start) + r'[^"]*)"', text)
     assert found, start
@@ -184,9 +171,6 @@ def readme_sql(start: str) -> str:
 def test_backup_and_restore_as_the_readme_says_never_reuses_an_id(
     db_url: str, tmp_path: Path
 ) -> None:
-    from ticker import create_app
-    from ticker.cli import upgrade
-
     sqlite = db_url.startswith("sqlite")
     tools = ["sqlite3"] if sqlite else ["pg_dump", "pg_restore", "psql"]
     missing = [t for t in tools if shutil.which(t) is None]

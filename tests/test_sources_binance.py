@@ -11,8 +11,19 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import Server
-from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, due, log_rows, ok, source_apps
+from tests.fakes import (
+    HANG,
+    Answer,
+    Clock,
+    FakeExchange,
+    asked_at,
+    captured,
+    due,
+    log_rows,
+    ok,
+    source_apps,
+)
+from tests.servers import Server
 from ticker.config import ConfigError
 from ticker.producer import Producer
 from ticker.sources import BinanceSource
@@ -104,14 +115,7 @@ def test_rate_limits_and_bans_are_waited_out(
         ok({"code": -1003, "msg": "IP banned."}, 418, **{"Retry-After": "120"}),
         prices(BTCUSDT="1.00"),
     )
-    asked_at = []
-    for second in range(166):
-        clock.now = 1000.0 + second
-        before = exchange.count()
-        producer.produce()
-        if exchange.count() > before:
-            asked_at.append(second)
-    assert asked_at[:3] == [0, 45, 165]
+    assert asked_at(producer, exchange, clock, 166)[:3] == [0, 45, 165]
     assert log_rows(app) == [("BTC-USD", "1.00")]
     assert "HTTP 418" in (producer.state.last_error or "")
 
@@ -213,6 +217,7 @@ def test_no_symbol_binance_can_price_stops_start_up(make_app: Any) -> None:
         make_app(source="binance", symbols="AAPL,^GSPC")
 
 
+@pytest.mark.server
 def test_under_gunicorn_the_log_holds_exactly_the_good_answers(
     serve: Callable[..., Server], exchange: FakeExchange
 ) -> None:

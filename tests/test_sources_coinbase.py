@@ -9,8 +9,19 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.conftest import Server, free_port
-from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, due, log_rows, ok, source_apps
+from tests.fakes import (
+    HANG,
+    Answer,
+    Clock,
+    FakeExchange,
+    asked_at,
+    captured,
+    due,
+    log_rows,
+    ok,
+    source_apps,
+)
+from tests.servers import Server, free_port
 from ticker.config import ConfigError
 from ticker.producer import Producer
 from ticker.sources import CoinbaseSource, SourceError
@@ -124,15 +135,8 @@ def test_back_off_doubles_per_failure_in_a_row_and_resets_on_success(
 ) -> None:
     app, producer = coinbase(symbols="BTC-USD")  # tick interval 1 s
     exchange.script(BTC, *[ok({}, 500)] * 4, spot("BTC-USD", "1.5"), ok({}, 500))
-    asked_at = []
-    for second in range(20):
-        clock.now = 1000.0 + second
-        before = exchange.count()
-        producer.produce()
-        if exchange.count() > before:
-            asked_at.append(second)
     # Failures 1, 2, 3, 4 wait 1, 2, 4, 8 intervals; the success resets the wait to one.
-    assert asked_at[:6] == [0, 1, 3, 7, 15, 16]
+    assert asked_at(producer, exchange, clock, 20)[:6] == [0, 1, 3, 7, 15, 16]
     assert log_rows(app) == [("BTC-USD", "1.5")]
 
 
@@ -228,6 +232,7 @@ def test_the_source_error_keeps_the_prices_that_came(exchange: FakeExchange) -> 
     source.close()
 
 
+@pytest.mark.server
 def test_under_gunicorn_the_log_holds_exactly_the_good_answers(
     serve: Callable[..., Server], exchange: FakeExchange
 ) -> None:

@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Server
 from tests.fakes import captured, log_rows, stop
+from tests.servers import Server
 from ticker import ROOT
 from ticker.errors import ConfigError
 from ticker.events import Event
@@ -130,6 +130,7 @@ def test_a_tick_file_through_the_producer(csv_app: Any) -> None:
     assert log_rows(app) == [(s, p) for _, s, p in tick_rows()]
 
 
+@pytest.mark.server
 def test_at_the_chosen_speed_under_gunicorn(serve: Callable[..., Server]) -> None:
     interval = 0.2
     server = serve(workers=2, source=f"csv:{DAILY}", symbols="BTC-USD", tick_interval=interval)

@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, Server, eventually, free_port
+from tests.fakes import eventually
+from tests.servers import Server, free_port
 from tests.sse_client import SSEStream
+from ticker import ROOT
+
+pytestmark = pytest.mark.server
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
 NOT_OURS = "without ticker's gunicorn settings"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import itertools
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,15 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, log_ids
+from tests.fakes import QUIET, SYMBOLS, eventually, log_ids, tick_ids
+from tests.servers import Server, run_ticker
 from tests.sse_client import Message, SSEStream
 
-SYMBOLS = ["BTC-USD", "ETH-USD", "AAPL"]
-QUIET = {"source": "none", "symbols": ",".join(SYMBOLS)}
-
-
-def tick_ids(frames: list[Message]) -> list[int]:
-    return [int(f.id) for f in frames if f.event == "tick" and f.id is not None]
+pytestmark = pytest.mark.server
 
 
 class Writer(threading.Thread):
@@ -114,41 +108,54 @@ def test_replay_then_live_matches_the_log_under_concurrent_writes(
 ) -> None:
     server = serve(heartbeat=0.5, hub_capacity=hub_capacity, **QUIET)
     chosen = ["BTC-USD", "AAPL"]
-    before = server.post_ticks(
-        [{"symbol": SYMBOLS[i % 3], "price": f"{i + 1}.5"} for i in range(3000)]
-    )
+    before: list[int] = []
+    for n in range(6):  # a replay of some 300 kB, far more than a paused client's buffers
+        batch = [{"symbol": SYMBOLS[i % 3], "price": f"{n + 1}.{i}"} for i in range(1000)]
+        before += server.post_ticks(batch)
     resume = before[1234]
+    headers, query = {}, ""
+    if how in ("header", "header-wins"):
+        headers["Last-Event-ID"] = str(resume)
+    if how in ("query", "header-wins"):
+        query = f"&last_event_id={resume if how == 'query' else before[10]}"
     writers = [Writer(server, SYMBOLS, seed) for seed in range(3)]
     for writer in writers:
         writer.start()
     try:
-        time.sleep(0.3)  # let writes be in flight while the stream replays and hands over
-        headers, query = {}, ""
-        if how in ("header", "header-wins"):
-            headers["Last-Event-ID"] = str(resume)
-        if how in ("query", "header-wins"):
-            query = f"&last_event_id={resume if how == 'query' else before[10]}"
-        with SSEStream(f"{server.base}/stream?symbols=BTC-USD,aapl{query}", headers) as stream:
-            frames = stream.ticks_until(lambda f: f.event == "live")
-            time.sleep(1.0)
+        eventually(lambda: sum(len(w.ids) for w in writers) >= 30, "the writers posting")
+        url = f"{server.base}/stream?symbols=BTC-USD,aapl{query}"
+        with SSEStream(url, headers, receive_buffer=4096) as stream:
+            frames = stream.frames()
+            got = [next(frames), next(frames)]  # the retry, then the replay: the head is read
+            opened_at = log_ids(server.db_url)[-1]  # what is above it came after the opening
+            # The client pauses; its small buffer holds the replay up while writes land.
+            eventually(
+                lambda: len(log_ids(server.db_url, after=opened_at)) >= 50,
+                "writes committed while the stream replays",
+            )
+            got += stream.ticks_until(lambda f: f.event == "live")
+            live_at = len(got) - 1
+            counted = itertools.count(1)
+            got += stream.ticks_until(lambda f: f.event == "tick" and next(counted) == 20)
             for writer in writers:
                 writer.finish()
             final = log_ids(server.db_url)[-1]
-            frames += read_until_id(stream, final)
+            got += read_until_id(stream, final)
     finally:
         for writer in writers:
             writer.stopped.set()
 
-    live_at = next(i for i, f in enumerate(frames) if f.event == "live")
-    marker = frames[live_at].json()
-    replayed = tick_ids(frames[:live_at])
-    assert frames[live_at].id is None
+    marker = got[live_at].json()
+    replayed, live = tick_ids(got[:live_at]), tick_ids(got[live_at + 1 :])
+    assert got[live_at].id is None
     assert marker["replayed"] == len(replayed)
     assert replayed and replayed[-1] <= marker["head"]
-    received = tick_ids(frames)
-    expected = log_ids(server.db_url, chosen, after=resume)
-    assert received == expected  # every id of the log, in order, none twice
-    assert sum(len(w.ids) for w in writers) > 100  # the writers really ran during the test
+    assert tick_ids(got) == log_ids(server.db_url, chosen, after=resume)  # no gap, none twice
+    # Writes landed during the hand-over: the replay served ticks committed after the
+    # stream opened, the marker came after them, and live ticks followed the marker.
+    assert marker["head"] > opened_at
+    assert [i for i in replayed if i > opened_at]
+    assert len(live) >= 20 and live[0] > marker["head"]
 
 
 def test_client_killed_and_reconnected_repeatedly_loses_nothing(
@@ -212,11 +219,7 @@ def test_reset_when_last_id_is_ahead_of_the_head(serve: Callable[..., Server]) -
 def test_reset_when_last_id_was_pruned(serve: Callable[..., Server], tmp_path: Any) -> None:
     server = serve(**QUIET)
     ids = server.post_ticks([{"symbol": "BTC-USD", "price": f"{i + 1}"} for i in range(50)])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
-    env.update({"TICKER_DATABASE_URL": server.db_url, "TICKER_RETENTION": "10"})
-    done = subprocess.run(
-        [sys.executable, "-m", "ticker.cli", "prune"], env=env, capture_output=True, text=True
-    )
+    done = run_ticker("prune", database_url=server.db_url, retention="10")
     assert done.returncode == 0, done.stderr
     assert "pruned 40 events" in done.stdout
 
@@ -294,10 +297,7 @@ def test_closed_clients_free_their_streams(serve: Callable[..., Server]) -> None
     assert server.get("/healthz")["streams"]["open"] == 5
     for stream in streams:
         stream.close()
-    deadline = time.monotonic() + 10
-    while server.get("/healthz")["streams"]["open"] != 0:
-        assert time.monotonic() < deadline, "closed streams were never released"
-        time.sleep(0.1)
+    eventually(lambda: server.get("/healthz")["streams"]["open"] == 0, "closed streams released")
 
 
 def test_slow_reader_is_served_from_the_log_without_loss(serve: Callable[..., Server]) -> None:
@@ -379,10 +379,9 @@ def test_a_client_that_stops_reading_is_disconnected_and_frees_its_slot(
         assert server.get("/healthz")["streams"]["open"] == 1
         for _ in range(40):  # about 5 MB: more than the socket buffers hold
             server.post_ticks([{"symbol": "AAPL", "price": f"{i}.123456789"} for i in range(1000)])
-        deadline = time.monotonic() + 20
-        while server.get("/healthz")["streams"]["open"] != 0:
-            assert time.monotonic() < deadline, "a stalled client kept its stream"
-            time.sleep(0.2)
+        eventually(
+            lambda: server.get("/healthz")["streams"]["open"] == 0, "a stalled client let go", 20
+        )
     finally:
         stalled.close()
 

@@ -1,0 +1,214 @@
+"""The follower on its own: a real log (SQLite file, PostgreSQL), a real hub, no gunicorn."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.fakes import SQLITE_ONLY, SYMBOLS, captured, eventually
+from ticker import create_app, log
+from ticker.cli import upgrade
+from ticker.db import make_engine
+from ticker.events import Tick, now_us
+from ticker.follower import Follower
+from ticker.hub import Hub
+
+QUIET = 60.0  # a poll or pulse interval that never comes within a test
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on the test's database, migrated and empty."""
+    upgrade(create_app({"database_url": db_url}))
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def follow(engine: Engine) -> Iterator[Callable[..., tuple[Follower, Hub]]]:
+    """Build started followers on the test's log, each with its own hub; stop them after."""
+    made: list[Follower] = []
+
+    def build(**options: Any) -> tuple[Follower, Hub]:
+        hub = Hub()
+        follower = Follower(engine, hub, **{"poll_interval": 0.05, "symbols": SYMBOLS, **options})
+        made.append(follower)
+        follower.start()
+        return follower, hub
+
+    others = set(threading.enumerate())
+    yield build
+    for follower in made:
+        follower.stop()
+    eventually(lambda: not started_since(others), "the followers' threads ended", 5)
+
+
+def started_since(others: set[threading.Thread]) -> list[threading.Thread]:
+    """Return the follower threads (the reader, the LISTEN one) alive now but not in ``others``."""
+    return [t for t in threading.enumerate() if t.name.startswith("ticker-") and t not in others]
+
+
+def append(engine: Engine, n: int = 1, symbol: str | None = None) -> list[int]:
+    """Append ``n`` ticks in one transaction, as some producer would; return their ids."""
+    ticks = [Tick(symbol or SYMBOLS[i % 3], f"{i + 1}.25", now_us()) for i in range(n)]
+    return log.append(engine, ticks)
+
+
+def in_log(engine: Engine, after: int = 0) -> list[tuple[int, str, str]]:
+    """Return ``(id, symbol, price)`` of the log's events after ``after``, by id."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, symbol, price FROM ticks WHERE id > :a ORDER BY id"), {"a": after}
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def in_hub(hub: Hub, after: int) -> list[tuple[int, str, str]]:
+    """Return ``(id, symbol, price)`` of what the hub holds after ``after``, as streams read it."""
+    batch = hub.read(after, None, limit=1_000_000)
+    assert batch is not None, f"the hub no longer holds {after}"
+    found = []
+    for message in batch.messages:
+        lines = dict(line.split(": ", 1) for line in message.decode().strip().split("\n"))
+        data = json.loads(lines["data"])
+        assert int(lines["id"]) == data["id"] and lines["event"] == "tick", message
+        found.append((data["id"], data["symbol"], data["price"]))
+    return found
+
+
+def test_every_committed_event_reaches_the_hub_once_and_in_id_order(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    before = append(engine, 5)  # before the start: the hub begins at the head
+    _, hub = follow(poll_interval=0.01)
+    assert hub.head == hub.floor == before[-1]
+    errors: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(40):
+                append(engine, rng.randint(1, 5))
+                time.sleep(rng.random() / 200)  # spread the commits over the follower's polls
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(seed,)) for seed in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert not errors, errors[0]
+    expected = in_log(engine, after=before[-1])
+    assert len(expected) >= 160
+    eventually(lambda: hub.head == expected[-1][0], "the hub at the log's head", 10)
+    # The hub keeps only ids above its head, so an event published late or out of
+    # order would be missing here, and one published twice would not add a row.
+    assert in_hub(hub, before[-1]) == expected
+    with engine.connect() as conn:
+        latest = log.latest(conn, SYMBOLS)
+    assert hub.snapshot(SYMBOLS, hub.head) == latest  # what a new stream's snapshot shows
+
+
+@SQLITE_ONLY
+def test_wake_makes_an_append_visible_at_once(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    follower, hub = follow(poll_interval=QUIET, pulse_interval=QUIET)
+    for _ in range(3):
+        [added] = append(engine)
+        follower.wake()
+        eventually(lambda a=added: hub.head == a, "the woken follower publishing", 2)
+    assert [i for i, _, _ in in_hub(hub, 0)] == [i for i, _, _ in in_log(engine)]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_another_process_append_wakes_the_follower(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    follower, hub = follow(pulse_interval=QUIET)
+    follower.poll_interval = QUIET  # only LISTEN/NOTIFY can wake it within the test
+
+    def listening() -> bool:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE query = :q AND state = 'idle'"
+            return bool(conn.scalar(text(query), {"q": f"LISTEN {log.CHANNEL}"}))
+
+    eventually(listening, "the follower listening", 10)
+    other = make_engine(str(engine.url.render_as_string(hide_password=False)))  # another writer
+    try:
+        for _ in range(3):
+            [added] = append(other)
+            eventually(lambda a=added: hub.head == a, "the notified follower publishing", 3)
+    finally:
+        other.dispose()
+
+
+@SQLITE_ONLY
+def test_the_hub_is_pulsed_at_the_pulse_interval(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    pulses: list[float] = []
+    _, hub = follow(
+        poll_interval=QUIET, pulse_interval=0.1, on_pulse=lambda: pulses.append(time.monotonic())
+    )
+    started = time.monotonic()
+    assert hub.wait(hub.head, timeout=5)  # a pulse wakes a waiting stream without news
+    assert time.monotonic() - started < 1
+    eventually(lambda: len(pulses) >= 11, "ten pulse intervals", 10)
+    gaps = [b - a for a, b in itertools.pairwise(pulses[:11])]
+    assert min(gaps) >= 0.09, gaps  # never more often than asked
+    assert statistics.median(gaps) < 0.2, gaps  # and about as often
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_database_error_is_survived_and_the_follower_catches_up(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    with captured("ticker.follower", logging.ERROR) as messages:
+        follower, hub = follow(pulse_interval=0.1)
+        [first] = append(engine)
+        eventually(lambda: hub.head == first, "the first event published")
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE ticks RENAME TO ticks_away"))
+        eventually(
+            lambda: any("could not read the log" in m for m in messages), "the error logged", 10
+        )
+        with engine.begin() as conn:  # committed while the follower cannot read
+            for i in range(3):
+                conn.execute(
+                    text("INSERT INTO ticks_away (symbol, price, ts) VALUES ('AAPL', :p, :ts)"),
+                    {"p": f"{i + 1}.5", "ts": now_us()},
+                )
+            conn.execute(text("ALTER TABLE ticks_away RENAME TO ticks"))
+        later = append(engine, 2)
+        eventually(lambda: hub.head == later[-1], "the follower caught up", 15)
+    assert follower.running
+    assert in_hub(hub, 0) == in_log(engine)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_stop_ends_the_follower(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    others = set(threading.enumerate())
+    follower, hub = follow(poll_interval=QUIET, pulse_interval=QUIET)
+    assert follower.running
+    follower.stop()
+    eventually(lambda: not follower.running, "the follower thread ended", 2)
+    eventually(lambda: not started_since(others), "the follower's threads ended (LISTEN too)", 5)
+    head = hub.head
+    append(engine)
+    follower.wake()
+    assert not follower.running and hub.head == head
