@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from tests.fakes import SQLITE_ONLY, SYMBOLS, captured, eventually
 from ticker import create_app, log
 from ticker.cli import upgrade
+from ticker.config import Retention
 from ticker.db import make_engine
 from ticker.events import Tick, now_us
 from ticker.follower import Follower
@@ -212,3 +213,22 @@ def test_stop_ends_the_follower(
     append(engine)
     follower.wake()
     assert not follower.running and hub.head == head
+
+
+@SQLITE_ONLY  # on PostgreSQL the append's NOTIFY wakes the follower before the prune
+def test_events_pruned_before_the_follower_read_them_are_never_skipped_silently(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    follower, hub = follow(poll_interval=QUIET, pulse_interval=QUIET)
+    start = hub.head
+    ids = append(engine, 10)
+    # Retention overtakes the follower, which has not read these yet.
+    assert log.prune(engine, Retention(max_events=2), now_us()) == 8
+    follower.wake()
+    eventually(lambda: hub.head == ids[-1], "the follower past the pruned events", 5)
+    # A stream the hub served up to ``start`` must not be handed the two survivors
+    # as if nothing came between: the hub sends it to the log, which says reset.
+    assert hub.read(start, None) is None
+    assert hub.floor == ids[-1]
+    with engine.connect() as conn:
+        assert hub.snapshot(SYMBOLS, hub.head) == log.latest(conn, SYMBOLS)

@@ -1,8 +1,11 @@
 """The one reader of the log per process: it feeds new events to the hub.
 
 Invariant: the follower publishes every committed event exactly once and in id
-order.  It reads ``id > position`` in pages and moves ``position`` to the last
-id it published.  Because ids become visible in commit order (see ``log``), no
+order, or, when retention deleted events it had not read yet, none of what
+follows them until it has restarted the hub past them (so a stream never skips
+an event silently: below the hub's floor it reads the log and gets a reset).
+It reads ``id > position`` in pages and moves ``position`` to the last id it
+published.  Because ids become visible in commit order (see ``log``), no
 event can later appear below ``position``.  Streams never poll the database
 while they wait: they wait on the hub, which this single reader fills.
 
@@ -23,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ticker import log, sse
 from ticker.hub import Hub
@@ -91,11 +94,33 @@ class Follower:
         """Publish what the log holds after ``position``; return how many events."""
         with self.engine.connect() as conn:
             events = log.read_after(conn, self.position, None, PAGE)
+            # Checked after the read: retention that deleted events this follower
+            # had not read yet (it stalled, or the count limit is tiny) shows here.
+            if log.pruned_through(conn) > self.position:
+                self._skip_pruned(conn)
+                return 0
         if events:
             latest = {e.symbol: e for e in events}  # the last one of each symbol wins
             self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events], latest)
             self.position = events[-1].id
         return len(events)
+
+    def _skip_pruned(self, conn: Connection) -> None:
+        """Restart the hub at the log's head: a stream behind it reads the log and gets a reset.
+
+        Publishing what is left would hide the deleted events from the streams
+        the hub serves; below the hub's new floor they read the log instead,
+        which tells them (``reset``) what they missed.
+        """
+        head = log.position(conn).head
+        logger.warning(
+            "retention deleted events after %d that the follower had not read; "
+            "restarting the hub at %d",
+            self.position,
+            head,
+        )
+        self.hub.restart(head, log.latest(conn, self.symbols, upto=head))
+        self.position = head
 
     def _run(self) -> None:
         backoff = self.poll_interval

@@ -2,9 +2,9 @@
 
 Under gunicorn every worker is its own process.  gunicorn's master therefore
 points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before a worker starts
-(``on_starting`` in ``gunicorn_conf``),
-so that ``prometheus_client`` (which picks its mode when it is first imported)
-keeps each worker's values in a file there, and ``/metrics``, whichever worker
+(``on_starting`` in ``gunicorn_conf``), so that ``prometheus_client`` (which
+picks its mode when it is first imported) keeps each worker's values in a file
+there, and ``/metrics``, whichever worker
 answers it, adds up the files of all of them.  The master marks a dead worker's
 files (``child_exit`` in ``gunicorn_conf``): its open streams stop counting,
 and what it sent stays in the totals.  Without the variable (the Flask test
