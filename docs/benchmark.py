@@ -8,8 +8,12 @@ clients received in it.  RSS per idle stream is (worker RSS with N idle
 streams - RSS before) / N.  The whole-machine run uses several workers and
 several load processes on several 127.0.0.x source addresses.
 
-Fan-out and idle streams are measured for ticker and, side by side, for the
-plain Flask + gevent fan-out of ``docs/reference_fanout.py`` (no log).
+Fan-out and idle streams are measured, in the same run, for ticker started
+two ways (``ticker serve``, and the plain ``gunicorn -k gevent -w 1 wsgi:app``
+in the checkout, which reads ``gunicorn.conf.py`` by itself) and for the plain
+Flask + gevent fan-out of ``docs/reference_fanout.py`` (no log).  The rows are
+named by the ``server`` column, and each figure is also given as a ratio to
+the ``ticker serve`` row of the same load.
 
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``.
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
@@ -46,20 +50,65 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
-    """``ticker serve`` pinned to ``cpus``, with its processes' CPU time and memory.
+SERVE, PLAIN, REFERENCE = "ticker serve", "gunicorn wsgi:app", "reference"
+KINDS = (SERVE, PLAIN, REFERENCE)  # the order in which each load runs against them
 
-    With no ``db_url`` it serves ``docs/reference_fanout.py`` instead: the plain
-    Flask + gevent fan-out with no log that issue 5 compares ticker with.
+
+# What ticker logs when it runs without its gunicorn settings or broadcaster,
+# and what any server logs when it fails: the benchmark repeats these lines.
+NOTEWORTHY = (
+    "without ticker's gunicorn settings",
+    "cannot take streams over",
+    "ERROR",
+    "Traceback",
+)
+
+
+def server_command(kind: str, port: int, workers: int) -> tuple[list[str], Path]:
+    """The command line that starts ``kind`` of server, and the directory it runs in.
+
+    - ``ticker serve``: ticker's own command, which passes ticker's gunicorn
+      settings (``PORT`` and ``WEB_CONCURRENCY`` come from the environment);
+    - ``gunicorn wsgi:app``: gunicorn as its docs say to start it, in the
+      checkout, with no ticker-specific flags: it reads ``gunicorn.conf.py``
+      there by itself (``--bind`` keeps it on 127.0.0.1 and this port);
+    - ``reference``: ``docs/reference_fanout.py``, the plain Flask + gevent
+      fan-out with no log that issue 5 compares ticker with, with ticker's
+      worker connections and backlog.
+    """
+    if kind == SERVE:
+        return [PY, "-m", "ticker.cli", "serve"], ROOT
+    if kind == PLAIN:
+        return [PY, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
+                "--bind", f"127.0.0.1:{port}", "wsgi:app"], ROOT  # fmt: skip
+    if kind == REFERENCE:
+        return [PY, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
+                "--worker-connections", "19000", "--backlog", "4096",
+                "--bind", f"127.0.0.1:{port}", "reference_fanout:app"], ROOT / "docs"  # fmt: skip
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+class Server:
+    """A server of ``kind`` pinned to ``cpus``, with its processes' CPU time and memory.
+
+    ``db_url`` is ticker's log (the reference has none).
     """
 
-    def __init__(self, db_url: str | None, workers: int = 1, cpus: str | None = "0", **config: Any):
+    def __init__(
+        self,
+        kind: str = SERVE,
+        db_url: str = "",
+        workers: int = 1,
+        cpus: str | None = "0",
+        **config: Any,
+    ):
+        self.kind = kind
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
         env.update(
             {
-                "TICKER_DATABASE_URL": db_url or "",
+                "TICKER_DATABASE_URL": db_url,
                 "TICKER_PUBLISH_TOKEN": TOKEN,
                 "TICKER_SOURCE": "none",
                 "TICKER_LOG_LEVEL": "WARNING",
@@ -70,25 +119,30 @@ class Server:
         env.update({f"TICKER_{k.upper()}": str(v) for k, v in config.items()})
         pin = ["taskset", "-c", cpus] if cpus else []
         self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the server)
-        command = [PY, "-m", "ticker.cli", "serve"]
-        if db_url is None:
-            command = [PY, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
-                       "--worker-connections", "19000", "--backlog", "4096",
-                       "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "docs"),
-                       "reference_fanout:app"]  # fmt: skip
-        self.proc = subprocess.Popen([*pin, *command], env=env, stdout=self.log, stderr=self.log)
+        command, cwd = server_command(kind, self.port, workers)
+        self.proc = subprocess.Popen(
+            [*pin, *command], cwd=cwd, env=env, stdout=self.log, stderr=self.log
+        )
         end = time.monotonic() + 60
         while True:
             try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=2).read()
+                self.get_json("/healthz")
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > end:
-                    self.log.seek(0)
-                    raise RuntimeError(self.log.read().decode()[-2000:]) from None
+                    raise RuntimeError(f"{kind}: {self.output()[-2000:]}") from None
                 time.sleep(0.2)
         while len(self.workers()) < workers:
             time.sleep(0.1)
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base + path, timeout=5) as answer:
+            return json.load(answer)
+
+    def output(self) -> str:
+        """What the server has logged so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def workers(self) -> list[int]:
         out = subprocess.run(
@@ -119,6 +173,9 @@ class Server:
             for pid in self.workers():
                 os.kill(pid, signal.SIGKILL)
             self.proc.kill()
+        notes = [ln for ln in self.output().splitlines() if any(m in ln for m in NOTEWORTHY)]
+        if notes:
+            print(f"  ({self.kind} logged: {' / '.join(notes)[:600]})", file=sys.stderr)
 
 
 def sqlite_url(tmp: Path, name: str) -> str:
@@ -160,12 +217,14 @@ def loadtest(
     return report
 
 
-def fanout(
-    tmp: Path, clients: int, rate: float, duration: float, reference: bool = False
-) -> dict[str, Any]:
+def ticker_log(tmp: Path, kind: str, name: str) -> str:
+    """A fresh SQLite log for a ticker server; none for the reference."""
+    return "" if kind == REFERENCE else sqlite_url(tmp, name)
+
+
+def fanout(tmp: Path, kind: str, clients: int, rate: float, duration: float) -> dict[str, Any]:
     """Server CPU per delivered event and latency: every client gets every tick."""
-    db_url = None if reference else sqlite_url(tmp, "fanout")
-    server = Server(db_url, symbols="BTC-USD", max_streams=20000)
+    server = Server(kind, ticker_log(tmp, kind, "fanout"), symbols="BTC-USD", max_streams=20000)
     cpu: dict[str, float] = {}
     try:
         report = loadtest(
@@ -181,7 +240,7 @@ def fanout(
     spent = cpu["measure-end"] - cpu["measure-start"]
     events = report["events_received"]
     return {
-        "server": "reference" if reference else "ticker",
+        "server": kind,
         "clients": clients,
         "ticks/s": rate,
         "connected": report["connected"],
@@ -194,10 +253,9 @@ def fanout(
     }
 
 
-def idle_rss(tmp: Path, clients: int, reference: bool = False) -> dict[str, Any]:
+def idle_rss(tmp: Path, kind: str, clients: int) -> dict[str, Any]:
     """Worker RSS per idle stream."""
-    db_url = None if reference else sqlite_url(tmp, "idle")
-    server = Server(db_url, symbols="BTC-USD", max_streams=20000)
+    server = Server(kind, ticker_log(tmp, kind, "idle"), symbols="BTC-USD", max_streams=20000)
     rss: dict[str, int] = {}
     try:
         for _ in range(20):  # warm the worker up before taking the baseline
@@ -216,7 +274,7 @@ def idle_rss(tmp: Path, clients: int, reference: bool = False) -> dict[str, Any]
         server.stop()
     per = (rss["with"] - rss["before"]) / report["connected"] if report["connected"] else None
     return {
-        "server": "reference" if reference else "ticker",
+        "server": kind,
         "idle streams": report["connected"],
         "RSS before MiB": round(rss["before"] / 1024, 1),
         "RSS with MiB": round(rss["with"] / 1024, 1),
@@ -226,7 +284,7 @@ def idle_rss(tmp: Path, clients: int, reference: bool = False) -> dict[str, Any]
 
 def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
     """Append ``total`` ticks in POST batches of 1,000, then replay them to one client."""
-    server = Server(db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT")
+    server = Server(SERVE, db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT")
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         symbols = ["BTC-USD", "ETH-USD", "AAPL", "MSFT"]
@@ -275,8 +333,8 @@ def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
 
 def whole_machine(tmp: Path, streams: int, workers: int, processes: int) -> dict[str, Any]:
     """Many concurrent streams on the whole machine: several workers, several source addresses."""
-    server = Server(sqlite_url(tmp, "many"), workers=workers, cpus=None, symbols="BTC-USD",
-                    max_streams=streams)  # fmt: skip
+    server = Server(SERVE, sqlite_url(tmp, "many"), workers=workers, cpus=None,
+                    symbols="BTC-USD", max_streams=streams)  # fmt: skip
     results: list[dict[str, Any]] = []
     try:
         per = streams // processes
@@ -327,6 +385,20 @@ def machine_speed() -> str:
     return "empty Python loop per iteration: " + ", ".join(speeds)
 
 
+def add_ratios(rows: list[dict[str, Any]], figures: list[str], same: list[str]) -> None:
+    """Give each row's ``figures`` as a ratio to the ``ticker serve`` row of the same load.
+
+    ``same`` names the columns that make a load; the ratio of a plain
+    ``gunicorn wsgi:app`` row is the one issue 12 asks to be within 10 % (0.90 to 1.10).
+    """
+    for row in rows:
+        load = [row[k] for k in same]
+        serve = next(r for r in rows if r["server"] == SERVE and [r[k] for k in same] == load)
+        for figure in figures:
+            mine, base = row[figure], serve[figure]
+            row[f"{figure} ÷ serve"] = round(mine / base, 2) if mine and base else None
+
+
 def show(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n## {title}\n")
     if not rows:
@@ -358,11 +430,14 @@ def main() -> None:
         if "fanout" in only:
             duration = 10 if quick else 30
             plans = [(1000, 10), (10000, 10), (1000, 200)]
-            rows = [fanout(tmp, c, r, duration, ref) for ref in (False, True) for c, r in plans]
+            rows = [fanout(tmp, kind, c, r, duration) for c, r in plans for kind in KINDS]
+            add_ratios(rows, ["server CPU µs/event", "p99 ms"], same=["clients", "ticks/s"])
             show("Fan-out (1 worker on core 0; client on core 1)", rows)
         if "rss" in only:
             n = 2000 if quick else 10000
-            show("Idle streams", [idle_rss(tmp, n, ref) for ref in (False, True)])
+            rows = [idle_rss(tmp, kind, n) for kind in KINDS]
+            add_ratios(rows, ["KiB/stream"], same=[])
+            show("Idle streams (1 worker)", rows)
         if "log" in only:
             total = 50_000 if quick else 500_000
             rows = [post_and_replay(sqlite_url(tmp, "log"), total)]
