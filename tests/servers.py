@@ -134,7 +134,11 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:  # a server that never answered is not left running
+            self.stop()
+            raise
 
     def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
         end = time.monotonic() + timeout
