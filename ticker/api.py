@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from ticker import lease, lifecycle, log, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Tick, exact_price, now_us, parse_ts
+from ticker.events import Tick, exact_price, exact_size, now_us, parse_ts
 from ticker.state import app_state
 
 bp = Blueprint("api", __name__)
@@ -89,10 +89,10 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
         return RequestError(status, f"item {index}: {field} {message}", index=index, field=field)
 
     if not isinstance(item, dict):
-        raise bad("tick", "must be an object with symbol, price and optional ts", 400)
-    unexpected = sorted(set(item) - {"symbol", "price", "ts"})
+        raise bad("tick", "must be an object with symbol, price and optional ts and size", 400)
+    unexpected = sorted(set(item) - {"symbol", "price", "ts", "size"})
     if unexpected:
-        raise bad(unexpected[0], "is not a tick field (symbol, price, ts)")
+        raise bad(unexpected[0], "is not a tick field (symbol, price, ts, size)")
     raw_symbol = item.get("symbol")
     if not isinstance(raw_symbol, str):
         raise bad("symbol", "is required and must be a string")
@@ -118,7 +118,14 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
             ts = parse_ts(raw_ts)
         except ValueError as exc:
             raise bad("ts", f"{raw_ts[:40]!r} is not ISO 8601 with a zone ({exc})") from None
-    return Tick(symbol, price, ts)
+    size = None
+    raw_size = item.get("size")
+    if raw_size is not None:
+        try:
+            size = exact_size(raw_size)
+        except ValueError as exc:
+            raise bad("size", str(exc)) from None
+    return Tick(symbol, price, ts, size)
 
 
 @bp.post("/api/ticks")

@@ -39,7 +39,7 @@ from ticker import lease, log
 from ticker.config import Settings
 from ticker.db import writing
 from ticker.errors import SourceError
-from ticker.events import Event, Tick, check_price, format_ts, now_us
+from ticker.events import Event, Tick, check_price, check_size, format_ts, now_us
 from ticker.sources import Source, make_source
 
 logger = logging.getLogger(__name__)
@@ -205,13 +205,15 @@ class Producer:
         )
 
     def _accepted(self, ticks: Sequence[Tick]) -> list[Tick]:
-        """Return the ticks the log may take: tracked symbols, plain positive decimals."""
+        """Return the ticks the log may take: tracked symbols, plain decimal prices and sizes."""
         good = []
         for tick in ticks:
             try:
                 if tick.symbol not in self.tracked:
                     raise ValueError("the symbol is not tracked")
                 check_price(tick.price)
+                if tick.size is not None:
+                    check_size(tick.size)
             except (TypeError, ValueError) as exc:
                 logger.warning("source gave a tick the log refuses (%s): %r", exc, tick)
                 continue
