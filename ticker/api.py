@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from ticker import lease, lifecycle, log, params
+from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
 from ticker.events import Tick, exact_price, exact_size, now_us, parse_ts
@@ -25,12 +25,29 @@ MAX_BATCH = 10_000
 
 @bp.get("/api/symbols")
 def list_symbols() -> Response:
-    """List the tracked symbols, each with its latest tick (or null)."""
+    """List the tracked symbols with their latest tick, 24-hour statistics and staleness."""
     state = app_state()
-    symbols = state.settings.symbols
-    with state.engine.connect() as conn:
-        latest = {e.symbol: e.to_dict() for e in log.latest(conn, symbols)}
-    return jsonify({"symbols": [{"symbol": s, "tick": latest.get(s)} for s in symbols]})
+    settings = state.settings
+    symbols = settings.symbols
+    candles.catch_up(state.engine)
+    now = now_us()
+    with candles.reading(state.engine) as conn:
+        latest = {e.symbol: e for e in log.latest(conn, symbols)}
+        stats = candles.day_stats(conn, symbols, now)
+    rows = []
+    for symbol in symbols:
+        tick = latest.get(symbol)
+        rows.append(
+            {
+                "symbol": symbol,
+                "tick": None if tick is None else tick.to_dict(),
+                "stats": candles.stats_json(stats[symbol]),
+                "stale": market.is_stale(
+                    None if tick is None else tick.ts, settings.tick_interval, now
+                ),
+            }
+        )
+    return jsonify({"symbols": rows})
 
 
 @bp.get("/api/snapshot")

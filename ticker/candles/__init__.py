@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ticker.candles.aggregate import INTERVALS, WIDTHS, Candle, bucket
 from ticker.candles.query import Window, candle_json, day_stats, read, stats_json
-from ticker.candles.store import CandleRow, fold_through, prune, reading, rollup
+from ticker.candles.store import CandleRow, catch_up, fold_through, prune, reading, rollup
 
 __all__ = [
     "INTERVALS",
@@ -21,6 +21,7 @@ __all__ = [
     "Window",
     "bucket",
     "candle_json",
+    "catch_up",
     "day_stats",
     "fold_through",
     "prune",

@@ -20,19 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 
+from ticker.config.values import CANDLE_INTERVALS
 from ticker.events import Event
 
 # Name → width in seconds.  Buckets are aligned to the Unix epoch; 86400 s is
-# the UTC day, since Unix time has no leap seconds.
-INTERVALS: dict[str, int] = {
-    "1s": 1,
-    "1m": 60,
-    "5m": 300,
-    "15m": 900,
-    "1h": 3600,
-    "4h": 14400,
-    "1d": 86400,
-}
+# the UTC day, since Unix time has no leap seconds.  Each width is a multiple
+# of the one before, so each level is merged from the one below it.
+INTERVALS = CANDLE_INTERVALS
 WIDTHS = tuple(INTERVALS.values())
 US = 1_000_000
 

@@ -29,6 +29,7 @@ from ticker.db import Base, writing
 
 BATCH = 20_000  # events read per step of a rollup
 PRUNE_BATCH = 5_000  # candle rows deleted per transaction
+MAX_TAIL = 20_000  # events above the watermark a question may merge before it rolls up
 
 
 class CandleRow(Base):
@@ -188,6 +189,18 @@ def rollup(engine: Engine) -> int:
         total += done
         if upto >= head:
             return total
+
+
+def catch_up(engine: Engine) -> int:
+    """Roll up now if the events above the watermark are too many to merge into answers.
+
+    The producer's rollup job keeps that tail to a second or so of events; this
+    covers a deployment where no producer runs (``TICKER_PRODUCER=off`` without
+    ``ticker produce``), so that no question reads a long tail of the log.
+    """
+    with engine.connect() as conn:
+        behind = log.position(conn).head - log.rolled_up(conn)
+    return rollup(engine) if behind > MAX_TAIL else 0
 
 
 def prune(engine: Engine, keep: dict[int, float | None], now_us: int) -> int:
