@@ -14,6 +14,7 @@ rows with the raw events above the watermark, from one snapshot (``reading``).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from ticker.db import Base, writing
 BATCH = 20_000  # events read per step of a rollup
 PRUNE_BATCH = 5_000  # candle rows deleted per transaction
 MAX_TAIL = 20_000  # events above the watermark a question may merge before it rolls up
+CATCH_UP_BUDGET = 1.0  # seconds of rollup one question may do
 
 
 class CandleRow(Base):
@@ -206,20 +208,24 @@ def fold_through(conn: Connection, upto: int | None = None) -> int:
     return total
 
 
-def rollup(engine: Engine) -> int:
+def rollup(engine: Engine, budget: float | None = None) -> int:
     """Roll every event not yet in the candles into them, in batches; return how many.
 
-    Each batch is its own write transaction, so appends wait at most one batch.
+    Each batch is its own write transaction, so appends wait at most one batch,
+    and other greenlets run between batches.  With ``budget`` (seconds), stop
+    after the batch that overran it.
     """
     total = 0
+    started = time.monotonic()
     while True:
         with writing(engine) as conn:
             head = log.position(conn).head
             upto = min(head, log.rolled_up(conn) + BATCH)
             done = fold_through(conn, upto)
         total += done
-        if upto >= head:
+        if upto >= head or (budget is not None and time.monotonic() - started > budget):
             return total
+        time.sleep(0)  # under gevent, let requests run: SQLite's calls never yield
 
 
 def catch_up(engine: Engine) -> int:
@@ -231,7 +237,7 @@ def catch_up(engine: Engine) -> int:
     """
     with engine.connect() as conn:
         behind = log.position(conn).head - log.rolled_up(conn)
-    return rollup(engine) if behind > MAX_TAIL else 0
+    return rollup(engine, CATCH_UP_BUDGET) if behind > MAX_TAIL else 0
 
 
 def prune(engine: Engine, keep: dict[int, float | None], now_us: int) -> int:
