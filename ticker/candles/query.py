@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from ticker import log
 from ticker.candles.aggregate import EXACT, US, Candle, bucket, decimal_text, fold, merge_into
-from ticker.candles.store import FIELDS, rows
+from ticker.candles.store import FIELDS, from_row, rows
 from ticker.events import Event, format_ts
 
 TAIL_PAGE = 50_000  # events above the watermark read per page
@@ -102,26 +102,30 @@ def day_stats(conn: Connection, symbols: Sequence[str], now_us: int) -> dict[str
     """
     window = Window.ending(now_us)
     mark = log.rolled_up(conn)
-    found: dict[str, Candle | None] = {}
+    found: dict[str, Candle | None] = dict.fromkeys(symbols)
+    if not symbols:
+        return found
+    names = ", ".join("?" * len(symbols))
     sql = (
-        f"SELECT {FIELDS} FROM candles WHERE symbol = ? AND width = 60 AND start >= ? AND start < ?"
-        f" UNION ALL SELECT {FIELDS} FROM candles WHERE symbol = ? AND width = 3600 AND start >= ?"
+        f"SELECT symbol, {FIELDS} FROM candles WHERE symbol IN ({names}) AND width = 60"
+        " AND start >= ? AND start < ?"
+        f" UNION ALL SELECT symbol, {FIELDS} FROM candles WHERE symbol IN ({names})"
+        " AND width = 3600 AND start >= ?"
     )
-    for symbol in symbols:
-        total: dict[int, Candle] = {}
-        parts = rows(
-            conn, sql, [symbol, window.start, window.hours_from, symbol, window.hours_from]
-        )
-        merge_into(total, (p.copy(0) for p in parts))
-        found[symbol] = total.get(0)
+    params = [*symbols, window.start, window.hours_from, *symbols, window.hours_from]
+    parts = [(row[0], from_row(row[1:])) for row in log.driver_rows(conn, sql, params)]
     late: dict[str, list[Event]] = {}
     for event in _tail(conn, mark, symbols):
         if event.ts >= window.start:
             late.setdefault(event.symbol, []).append(event)
     for symbol, events in late.items():
-        total = {} if found[symbol] is None else {0: found[symbol]}  # type: ignore[dict-item]
-        merge_into(total, (c.copy(0) for c in fold(events, 10**12).values()))
-        found[symbol] = total[0]
+        parts.extend((symbol, c) for c in fold(events, 60).values())
+    for symbol, part in parts:
+        have = found[symbol]
+        if have is None:
+            found[symbol] = part.copy(0)
+        else:
+            have.merge(part)
     return found
 
 
