@@ -1,16 +1,12 @@
-"""Candles and 24-hour statistics against a brute force over every tick the test wrote.
+"""Candles against a brute force over every tick the test wrote, on SQLite and PostgreSQL.
 
-The brute force below is written from SPEC, independently of ``ticker.candles``:
-buckets by ``ts`` floored to the width, open/close by (ts, id), high/low by
-decimal value (ties: the smaller id), volume the exact sum of sizes.
+The brute force (``tests/brute.py``) is written from SPEC, independently of
+``ticker.candles``.  Ticks go through ``POST /api/ticks`` and candles come back
+from ``GET /api/candles``, before and after rollups, prunes and late ticks.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from collections import defaultdict
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -19,96 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from tests.conftest import TOKEN
+from tests.brute import FAR, WIDTHS, Tick, ask, brute, check_all, post
 from ticker import candles, log
 from ticker.config import Retention
 from ticker.events import format_ts, parse_ts
 from ticker.state import app_state
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-WIDTHS = {"1s": 1, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
-FAR = "2100-01-01T00:00:00Z"
-Tick = tuple[int, str, str, int, str | None]  # id, symbol, price, ts (µs), size
-
-
-def post(client: Any, ticks: list[dict[str, Any]]) -> list[Tick]:
-    response = client.post(
-        "/api/ticks", data=json.dumps(ticks), headers=AUTH, content_type="application/json"
-    )
-    assert response.status_code == 201, response.get_json()
-    ids = response.get_json()["ids"]
-    return [
-        (i, t["symbol"], t["price"], parse_ts(t["ts"]), t.get("size"))
-        for i, t in zip(ids, ticks, strict=True)
-    ]
-
-
-def brute(
-    ticks: list[Tick], symbol: str, width: int, start: int | None, end: int, limit: int
-) -> list[dict[str, Any]]:
-    span = width * 1_000_000
-    buckets: dict[int, list[Tick]] = defaultdict(list)
-    for tick in ticks:
-        if tick[1] == symbol:
-            buckets[(tick[3] // span) * span].append(tick)
-    low = -(2**63) if start is None else start
-    chosen = sorted(b for b in buckets if low <= b < end)
-    chosen = chosen[:limit] if start is not None else chosen[-limit:]
-    out = []
-    for b in chosen:
-        group = buckets[b]
-        by_time = sorted(group, key=lambda t: (t[3], t[0]))
-        high = max(group, key=lambda t: (Decimal(t[2]), -t[0]))
-        lowest = min(group, key=lambda t: (Decimal(t[2]), t[0]))
-        volume = sum((Decimal(t[4]) for t in group if t[4] is not None), Decimal(0))
-        out.append(
-            {
-                "start": format_ts(b),
-                "open": by_time[0][2],
-                "high": high[2],
-                "low": lowest[2],
-                "close": by_time[-1][2],
-                "volume": format(volume, "f"),
-                "ticks": len(group),
-                "first_id": min(t[0] for t in group),
-                "last_id": max(t[0] for t in group),
-            }
-        )
-    return out
-
-
-def ask(client: Any, symbol: str, interval: str, **query: Any) -> list[dict[str, Any]]:
-    args = "&".join(
-        f"{k}={v}" for k, v in {"symbol": symbol, "interval": interval, **query}.items()
-    )
-    response = client.get(f"/api/candles?{args}")
-    assert response.status_code == 200, response.get_json()
-    body = response.get_json()
-    assert (body["symbol"], body["interval"]) == (symbol, interval)
-    found: list[dict[str, Any]] = body["candles"]
-    return found
-
-
-def check_all(client: Any, ticks: list[Tick], symbols: list[str]) -> None:
-    """Every interval, every symbol, a few ranges: every field equal to the brute force."""
-    end = parse_ts(FAR)
-    for symbol in symbols:
-        for interval, width in WIDTHS.items():
-            want = brute(ticks, symbol, width, None, end, 1000)
-            assert ask(client, symbol, interval, end=FAR, limit=1000) == want, (symbol, interval)
-            for limit in (1, 3):
-                got = ask(client, symbol, interval, end=FAR, limit=limit)
-                assert got == brute(ticks, symbol, width, None, end, limit)
-            if want:
-                first = parse_ts(want[0]["start"])
-                middle = parse_ts(want[len(want) // 2]["start"])
-                for start, stop in ((first, middle), (middle, end), (first + 1, end)):
-                    if start < stop:
-                        got = ask(
-                            client, symbol, interval, start=format_ts(start),
-                            end=format_ts(stop), limit=2,
-                        )  # fmt: skip
-                        assert got == brute(ticks, symbol, width, start, stop, 2)
 
 
 def scenario() -> list[dict[str, Any]]:
@@ -291,88 +202,6 @@ def test_limit_defaults_to_500_and_is_capped_at_1000(app: Flask, client: Any) ->
     assert ask(client, "AAPL", "1s", start=start, end=FAR, limit=5000) == brute(
         written, "AAPL", 1, base + 10_000_000, end, 1000
     )
-
-
-def brute_stats(ticks: list[Tick], symbol: str, now: int) -> dict[str, Any] | None:
-    minute = 60_000_000
-    since = (now // minute) * minute + minute - 86_400_000_000
-    group = [t for t in ticks if t[1] == symbol and t[3] >= since]
-    if not group:
-        return None
-    by_time = sorted(group, key=lambda t: (t[3], t[0]))
-    opened, last = Decimal(by_time[0][2]), Decimal(by_time[-1][2])
-    change = last - opened
-    pct = (change * 100 / opened).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return {
-        "open": by_time[0][2],
-        "high": max(group, key=lambda t: (Decimal(t[2]), -t[0]))[2],
-        "low": min(group, key=lambda t: (Decimal(t[2]), t[0]))[2],
-        "change": format(change, "f"),
-        "change_pct": format(abs(pct) if pct.is_zero() else pct, "f"),
-        "volume": format(sum((Decimal(t[4]) for t in group if t[4]), Decimal(0)), "f"),
-        "ticks": len(group),
-    }
-
-
-def test_day_stats_equal_the_brute_force_over_the_rolling_window(app: Flask, client: Any) -> None:
-    engine = app_state(app).engine
-    now = parse_ts("2026-11-22T10:30:15Z")
-    rng = random.Random(13)
-    ticks = []
-    for _ in range(400):
-        ts = now - rng.randint(-60, 90_000) * 1_000_000 - rng.randint(0, 999_999)
-        price = f"{rng.randint(90, 110)}.{rng.randint(0, 99):02d}" + "0" * rng.randint(0, 3)
-        tick: dict[str, Any] = {"symbol": rng.choice(["BTC-USD", "AAPL"]), "price": price}
-        tick["ts"] = format_ts(ts)
-        if rng.random() < 0.7:
-            tick["size"] = f"{rng.randint(0, 5)}.{rng.randint(0, 999):03d}"
-        ticks.append(tick)
-    written = post(client, ticks[:250])
-    candles.rollup(engine)
-    written += post(client, ticks[250:])  # the raw tail, some with old times
-
-    def stats() -> dict[str, Any]:
-        with candles.reading(engine) as conn:
-            found = candles.day_stats(conn, ["BTC-USD", "AAPL", "ETH-USD"], now)
-        return {s: candles.stats_json(c) for s, c in found.items()}
-
-    want = {s: brute_stats(written, s, now) for s in ["BTC-USD", "AAPL", "ETH-USD"]}
-    assert want["ETH-USD"] is None
-    assert stats() == want
-    candles.rollup(engine)
-    log.prune(engine, Retention(max_events=1), now_us=0)
-    assert stats() == want
-
-
-def test_symbols_carry_stats_and_a_stale_flag(make_app: Any) -> None:
-    from ticker.events import now_us
-
-    app = make_app(symbols="BTC-USD,AAPL,MSFT", tick_interval=1)
-    client = app.test_client()
-    now = now_us()
-    post(
-        client,
-        [
-            {
-                "symbol": "BTC-USD",
-                "price": "100.00",
-                "ts": format_ts(now - 60_000_000),
-                "size": "1",
-            },
-            {"symbol": "BTC-USD", "price": "99.5", "ts": format_ts(now - 1_000_000), "size": "2"},
-            {"symbol": "AAPL", "price": "230", "ts": format_ts(now - 30_000_000)},
-        ],
-    )
-    rows = {r["symbol"]: r for r in client.get("/api/symbols").get_json()["symbols"]}
-    assert rows["BTC-USD"]["stats"] == {
-        "open": "100.00", "high": "100.00", "low": "99.5", "change": "-0.50",
-        "change_pct": "-0.50", "volume": "3", "ticks": 2,
-    }  # fmt: skip
-    assert rows["BTC-USD"]["stale"] is False
-    assert rows["AAPL"]["stale"] is True  # 30 s old: more than max(5 x 1 s, 10 s)
-    assert (rows["MSFT"]["stats"], rows["MSFT"]["tick"], rows["MSFT"]["stale"]) == (
-        None, None, True,
-    )  # fmt: skip
 
 
 _PRICES = st.builds(
