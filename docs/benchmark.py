@@ -15,7 +15,11 @@ Flask + gevent fan-out of ``docs/reference_fanout.py`` (no log).  The rows are
 named by the ``server`` column, and each figure is also given as a ratio to
 the ``ticker serve`` row of the same load.
 
-Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``.
+Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
+(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``machine``).  ``post`` is
+the appends alone, with and without sizes; ``candles`` builds a log of a
+million ticks, rolls it up and times ``/api/candles`` and ``/api/symbols``
+(``docs/benchmark_market.py``).
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
 """
 
@@ -282,15 +286,20 @@ def idle_rss(tmp: Path, kind: str, clients: int) -> dict[str, Any]:
     }
 
 
-def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
+def post_and_replay(
+    db_url: str, total: int, sized: bool = False, replay: bool = True, **config: Any
+) -> dict[str, Any]:
     """Append ``total`` ticks in POST batches of 1,000, then replay them to one client."""
-    server = Server(SERVE, db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT")
+    server = Server(SERVE, db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT", **config)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         symbols = ["BTC-USD", "ETH-USD", "AAPL", "MSFT"]
         started = time.perf_counter()
         for _ in range(0, total, 1000):
             batch = [{"symbol": symbols[i % 4], "price": f"{100 + i % 97}.25"} for i in range(1000)]
+            if sized:
+                for i, tick in enumerate(batch):
+                    tick["size"] = f"0.{i % 89 + 1:03d}00000"
             body = json.dumps(batch)
             conn.request(
                 "POST",
@@ -303,6 +312,13 @@ def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
             assert answer.status == 201, answer.status
         appended = total / (time.perf_counter() - started)
         conn.close()
+        if not replay:
+            return {
+                "database": db_url.split(":", 1)[0].split("+")[0],
+                "sizes": "yes" if sized else "no",
+                "rollup job": "off" if config else "every 1 s",
+                "POST ticks/s (batches of 1,000)": round(appended),
+            }
 
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         started = time.perf_counter()
@@ -414,9 +430,12 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, smaller counts")
-    parser.add_argument("--only", default="", help="comma-separated: fanout,rss,log,machine")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: fanout,rss,log,post,candles,machine"
+    )
     args = parser.parse_args()
-    only = set(filter(None, args.only.split(","))) or {"fanout", "rss", "log", "machine"}
+    everything = {"fanout", "rss", "log", "post", "candles", "machine"}
+    only = set(filter(None, args.only.split(","))) or everything
     quick = args.quick
     with open("/proc/cpuinfo") as info:
         model = next((ln.split(":", 1)[1].strip() for ln in info if "model name" in ln), "?")
@@ -445,6 +464,22 @@ def main() -> None:
             if pg:
                 rows.append(post_and_replay(pg, total))
             show("The log: appends and replay (1 worker on core 0)", rows)
+        if "post" in only:
+            total = 50_000 if quick else 500_000
+            rows = []
+            # The rollup job shares the worker's core: also measured with it off.
+            plans = [(False, {}), (True, {}), (True, {"rollup_interval": 86400})]
+            for sized, config in plans:
+                url = sqlite_url(tmp, "post")
+                rows.append(post_and_replay(url, total, sized, replay=False, **config))
+                pg = postgres_url("ticker_bench")
+                if pg:
+                    rows.append(post_and_replay(pg, total, sized, replay=False, **config))
+            show("Appends alone (1 worker on core 0)", rows)
+        if "candles" in only:
+            import benchmark_market  # docs/, beside this script
+
+            benchmark_market.run(tmp, quick, sqlite_url, postgres_url, show)
         if "machine" in only:
             n = 8000 if quick else 40000
             show("Whole machine", [whole_machine(tmp, n, workers=4, processes=4)])

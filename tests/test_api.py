@@ -49,11 +49,13 @@ def test_symbols_lists_each_tracked_symbol_with_its_latest_tick(make_app: Any) -
     assert response.status_code == 200
     btc = {"id": 3, "symbol": "BTC-USD", "price": "2.00", "ts": TS}
     aapl = {"id": 2, "symbol": "AAPL", "price": "230.10", "ts": TS}
+    # TS is long past: no statistics over the last 24 hours, and every symbol is stale.
+    quiet = {"stats": None, "stale": True}
     assert response.get_json() == {
         "symbols": [
-            {"symbol": "BTC-USD", "tick": btc},
-            {"symbol": "AAPL", "tick": aapl},
-            {"symbol": "ETH-USD", "tick": None},
+            {"symbol": "BTC-USD", "tick": btc, **quiet},
+            {"symbol": "AAPL", "tick": aapl, **quiet},
+            {"symbol": "ETH-USD", "tick": None, **quiet},
         ]
     }
 
@@ -291,6 +293,11 @@ REJECTED: list[tuple[str, Any, int, int | None, str | None]] = [
     ("number ts", {"symbol": "AAPL", "price": "1", "ts": 1795255200}, 422, 0, "ts"),
     ("ts past 9999 in utc", {**OK, "ts": "9999-12-31T23:59:59-01:00"}, 422, 0, "ts"),
     ("unknown field", [OK, {**OK, "volume": "5"}], 422, 1, "volume"),
+    ("negative size", [OK, {**OK, "size": "-1"}], 422, 1, "size"),
+    ("word size", [OK, OK, {**OK, "size": "lots"}], 422, 2, "size"),
+    ("exponent size", {**OK, "size": "1e3"}, 422, 0, "size"),
+    ("bool size", {**OK, "size": False}, 422, 0, "size"),
+    ("nan size", '{"symbol": "AAPL", "price": "1", "size": NaN}', 422, 0, "size"),
 ]
 
 
