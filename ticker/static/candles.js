@@ -21,13 +21,21 @@ window.TickerCandles = (function () {
   });
   const MAX_CANDLES = 1000; // kept per view; the oldest go first
 
-  // Milliseconds since the epoch of an ISO 8601 time ("…T10:00:00.123456Z").
-  function millis(ts) {
-    return Date.parse(ts.replace(/(\.\d{3})\d+/, "$1"));
+  const TS_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/;
+
+  // Microseconds since the epoch of an ISO 8601 time ("…T10:00:00.123456Z"), as the
+  // server orders ticks (a Number holds them exactly until the year 2255).
+  function micros(ts) {
+    const match = TS_RE.exec(ts);
+    if (!match) return Date.parse(ts) * 1000;
+    const [, base, frac = "", zone] = match;
+    return Date.parse(base + zone) * 1000 + Number(frac.padEnd(6, "0").slice(0, 6));
   }
 
-  function isoSeconds(seconds) {
-    return new Date(seconds * 1000).toISOString().replace(/\.000Z$/, "Z");
+  // A bucket's start written as the server writes them (its fraction digits, if any).
+  function isoSeconds(seconds, digits) {
+    const text = new Date(seconds * 1000).toISOString().slice(0, 19);
+    return text + (digits ? "." + "0".repeat(digits) : "") + "Z";
   }
 
   class Candles {
@@ -39,6 +47,7 @@ window.TickerCandles = (function () {
       this.anchor = null; // null until the back-fill is in
       this.held = []; // ticks that came while the back-fill was on its way
       this.trimmed = false;
+      this.digits = 6; // fraction digits of a start, as in the back-fill (ticks have six)
     }
 
     get ready() {
@@ -49,7 +58,7 @@ window.TickerCandles = (function () {
     fill(candles) {
       this.list = candles.map((c) => ({
         ...c,
-        time: Math.floor(millis(c.start) / 1000),
+        time: Math.floor(micros(c.start) / 1e6),
         // The times of the open and close ticks are not in the answer: a live tick is
         // taken as later than the close (sources stamp ticks as they come, so a larger
         // id is a later tick) and never earlier than the open.
@@ -57,6 +66,10 @@ window.TickerCandles = (function () {
         closeTs: null,
       }));
       this.anchor = candles.reduce((top, c) => Math.max(top, c.last_id), 0);
+      if (candles.length) {
+        const match = TS_RE.exec(candles[0].start);
+        this.digits = match && match[2] ? match[2].length : 0;
+      }
       const held = this.held;
       this.held = [];
       const changed = [];
@@ -77,8 +90,8 @@ window.TickerCandles = (function () {
       if (tick.id <= this.anchor) return null; // in the back-fill, or applied already
       if (!D.isDecimal(tick.price)) return null;
       this.anchor = tick.id;
-      const ts = millis(tick.ts);
-      const time = Math.floor(ts / 1000 / this.size) * this.size;
+      const ts = micros(tick.ts);
+      const time = Math.floor(ts / 1e6 / this.size) * this.size;
       const size = D.isDecimal(tick.size) ? tick.size : "0";
       const list = this.list;
       let index = list.length;
@@ -103,7 +116,7 @@ window.TickerCandles = (function () {
       }
       list.splice(index, 0, {
         time,
-        start: isoSeconds(time),
+        start: isoSeconds(time, this.digits),
         open: tick.price,
         high: tick.price,
         low: tick.price,
@@ -134,5 +147,5 @@ window.TickerCandles = (function () {
     }
   }
 
-  return Object.freeze({ INTERVALS, Candles, millis });
+  return Object.freeze({ INTERVALS, Candles, micros });
 })();

@@ -73,6 +73,7 @@
     renderPending: false,
     stats: new Map(), // symbol -> {stats, stale}, from /api/symbols
     statsTimer: null,
+    statsBusy: false,
     detail: null, // the symbol whose detail view is open
     interval: DEFAULT_INTERVAL, // its candles' interval
   };
@@ -682,6 +683,8 @@
 
   async function refreshStats() {
     clearTimeout(state.statsTimer);
+    if (state.statsBusy) return; // the round under way sets the next one
+    state.statsBusy = true;
     if (!document.hidden) {
       try {
         const response = await fetch(SYMBOLS_URL, { headers: { Accept: "application/json" } });
@@ -690,6 +693,8 @@
         // the next round tries again; the rows keep what they show
       }
     }
+    state.statsBusy = false;
+    clearTimeout(state.statsTimer);
     state.statsTimer = setTimeout(refreshStats, STATS_EVERY);
   }
 
