@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from ticker import lease, log  # noqa: F401  (registers the tables on the metadata)
+from ticker import candles, lease, log  # noqa: F401  (registers the tables on the metadata)
 from ticker.db import Base, make_engine
 
 config = context.config

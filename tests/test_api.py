@@ -291,6 +291,11 @@ REJECTED: list[tuple[str, Any, int, int | None, str | None]] = [
     ("number ts", {"symbol": "AAPL", "price": "1", "ts": 1795255200}, 422, 0, "ts"),
     ("ts past 9999 in utc", {**OK, "ts": "9999-12-31T23:59:59-01:00"}, 422, 0, "ts"),
     ("unknown field", [OK, {**OK, "volume": "5"}], 422, 1, "volume"),
+    ("negative size", [OK, {**OK, "size": "-1"}], 422, 1, "size"),
+    ("word size", [OK, OK, {**OK, "size": "lots"}], 422, 2, "size"),
+    ("exponent size", {**OK, "size": "1e3"}, 422, 0, "size"),
+    ("bool size", {**OK, "size": False}, 422, 0, "size"),
+    ("nan size", '{"symbol": "AAPL", "price": "1", "size": NaN}', 422, 0, "size"),
 ]
 
 

@@ -102,3 +102,18 @@ def test_tick_builds_the_same_bytes_as_the_json_encoder() -> None:
         for price in ["1", "0.00001234", "67012.35000000", "1²", "1.2.3"]:
             event = Event(7, symbol, price, rng.randint(0, 2**52))
             assert sse.tick(event) == f"id: 7\nevent: tick\ndata: {event.to_json()}\n\n".encode()
+    for size in [None, "0", "0.00100000", "12", "1²", '"q"']:
+        for price in ["1", "0.00001234", "67012.35000000"]:
+            event = Event(7, "BTC-USD", price, rng.randint(0, 2**52), size)
+            assert sse.tick(event) == f"id: 7\nevent: tick\ndata: {event.to_json()}\n\n".encode()
+
+
+def test_tick_carries_the_size_exactly_and_leaves_it_out_when_absent() -> None:
+    sized = Event(1842, "BTC-USD", "67012.35", TS, "0.00100000")
+    assert sse.tick(sized) == (
+        b"id: 1842\nevent: tick\n"
+        b'data: {"id":1842,"symbol":"BTC-USD","price":"67012.35",'
+        b'"ts":"2026-11-21T10:00:00.123456Z","size":"0.00100000"}\n\n'
+    )
+    assert b"size" not in sse.tick(Event(1842, "BTC-USD", "67012.35", TS))
+    assert "size" not in Event(1, "A", "1", TS).to_dict()

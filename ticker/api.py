@@ -10,10 +10,10 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from ticker import lease, lifecycle, log, params
+from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Tick, exact_price, now_us, parse_ts
+from ticker.events import Tick, exact_price, exact_size, now_us, parse_ts
 from ticker.state import app_state
 
 bp = Blueprint("api", __name__)
@@ -25,12 +25,29 @@ MAX_BATCH = 10_000
 
 @bp.get("/api/symbols")
 def list_symbols() -> Response:
-    """List the tracked symbols, each with its latest tick (or null)."""
+    """List the tracked symbols with their latest tick, 24-hour statistics and staleness."""
     state = app_state()
-    symbols = state.settings.symbols
-    with state.engine.connect() as conn:
-        latest = {e.symbol: e.to_dict() for e in log.latest(conn, symbols)}
-    return jsonify({"symbols": [{"symbol": s, "tick": latest.get(s)} for s in symbols]})
+    settings = state.settings
+    symbols = settings.symbols
+    candles.catch_up(state.engine)
+    now = now_us()
+    with candles.reading(state.engine) as conn:
+        latest = {e.symbol: e for e in log.latest(conn, symbols)}
+        stats = candles.day_stats(conn, symbols, now)
+    rows = []
+    for symbol in symbols:
+        tick = latest.get(symbol)
+        rows.append(
+            {
+                "symbol": symbol,
+                "tick": None if tick is None else tick.to_dict(),
+                "stats": candles.stats_json(stats[symbol]),
+                "stale": market.is_stale(
+                    None if tick is None else tick.ts, settings.tick_interval, now
+                ),
+            }
+        )
+    return jsonify({"symbols": rows})
 
 
 @bp.get("/api/snapshot")
@@ -89,10 +106,10 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
         return RequestError(status, f"item {index}: {field} {message}", index=index, field=field)
 
     if not isinstance(item, dict):
-        raise bad("tick", "must be an object with symbol, price and optional ts", 400)
-    unexpected = sorted(set(item) - {"symbol", "price", "ts"})
+        raise bad("tick", "must be an object with symbol, price and optional ts and size", 400)
+    unexpected = sorted(set(item) - {"symbol", "price", "ts", "size"})
     if unexpected:
-        raise bad(unexpected[0], "is not a tick field (symbol, price, ts)")
+        raise bad(unexpected[0], "is not a tick field (symbol, price, ts, size)")
     raw_symbol = item.get("symbol")
     if not isinstance(raw_symbol, str):
         raise bad("symbol", "is required and must be a string")
@@ -118,7 +135,14 @@ def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
             ts = parse_ts(raw_ts)
         except ValueError as exc:
             raise bad("ts", f"{raw_ts[:40]!r} is not ISO 8601 with a zone ({exc})") from None
-    return Tick(symbol, price, ts)
+    size = None
+    raw_size = item.get("size")
+    if raw_size is not None:
+        try:
+            size = exact_size(raw_size)
+        except ValueError as exc:
+            raise bad("size", str(exc)) from None
+    return Tick(symbol, price, ts, size)
 
 
 @bp.post("/api/ticks")

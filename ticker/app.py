@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from ticker import ROOT, api, headers, views
+from ticker import ROOT, api, headers, market, views
 from ticker.config import INSTANCE, Settings, app_settings
 from ticker.db import make_engine
 from ticker.errors import RequestError, error_response
@@ -28,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions[KEY] = build_state(settings)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(market.bp)
     _register_errors(app)
     headers.init_app(app)
     app.wsgi_app = taking_over(app.wsgi_app)  # type: ignore[method-assign,assignment]

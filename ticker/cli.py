@@ -13,12 +13,12 @@ from alembic import command
 from alembic.config import Config
 from flask import Flask
 
-from ticker import ROOT, create_app, log, logsetup
+from ticker import ROOT, create_app, logsetup
 from ticker.config import app_settings, load_log_settings
 from ticker.errors import ConfigError
-from ticker.events import now_us
 from ticker.lifecycle import make_scheduler
 from ticker.state import app_state
+from ticker.upkeep import prune_all
 
 
 def _app() -> Flask:
@@ -123,12 +123,10 @@ def serve(host: str, port: int, workers: int) -> None:
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address for the metrics."
 )
 def produce(metrics_port: int | None, metrics_host: str) -> None:
-    """Run the producer alone (for TICKER_PRODUCER=off on the web tier)."""
+    """Run the producer, its rollup and prune alone (for TICKER_PRODUCER=off on the web tier)."""
     app = _app()
     state = app_state(app)
     settings, producer = state.settings, state.producer
-    if settings.source == "none":
-        raise click.ClickException("TICKER_SOURCE=none: there is nothing to produce")
     done = threading.Event()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -145,7 +143,10 @@ def produce(metrics_port: int | None, metrics_host: str) -> None:
     scheduler = make_scheduler()
     producer.schedule(scheduler)
     scheduler.start()
-    click.echo(f"producing {settings.source} ticks every {settings.tick_interval}s", err=True)
+    if settings.source == "none":
+        click.echo("TICKER_SOURCE=none: rolling up candles and pruning only", err=True)
+    else:
+        click.echo(f"producing {settings.source} ticks every {settings.tick_interval}s", err=True)
     done.wait()
     scheduler.shutdown()
     producer.release()
@@ -153,9 +154,9 @@ def produce(metrics_port: int | None, metrics_host: str) -> None:
 
 @main.command()
 def prune() -> None:
-    """Delete the events beyond TICKER_RETENTION now."""
+    """Roll up into candles, then delete what TICKER_RETENTION and _CANDLE_RETENTION drop."""
     state = app_state(_app())
-    deleted = log.prune(state.engine, state.settings.retention, now_us())
+    deleted = prune_all(state.engine, state.settings)
     click.echo(f"pruned {deleted} events")
 
 

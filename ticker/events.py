@@ -27,6 +27,7 @@ class Tick:
     symbol: str
     price: str
     ts: int  # microseconds since the epoch, UTC
+    size: str | None = None  # the traded quantity, when the source gave one
 
 
 class Event(NamedTuple):
@@ -40,10 +41,22 @@ class Event(NamedTuple):
     symbol: str
     price: str
     ts: int
+    size: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON shape of the event, as the API and the stream send it."""
-        return {"id": self.id, "symbol": self.symbol, "price": self.price, "ts": format_ts(self.ts)}
+        """Return the JSON shape of the event, as the API and the stream send it.
+
+        ``size`` is left out, not null, when the tick had none.
+        """
+        shape = {
+            "id": self.id,
+            "symbol": self.symbol,
+            "price": self.price,
+            "ts": format_ts(self.ts),
+        }
+        if self.size is not None:
+            shape["size"] = self.size
+        return shape
 
     def to_json(self) -> str:
         """Return the event as one line of compact JSON."""
@@ -90,6 +103,30 @@ def check_price(raw: str) -> str:
     return raw
 
 
+def check_size(raw: str) -> str:
+    """Return ``raw`` when it is a plain non-negative decimal such as ``0.00100000``."""
+    if not _PRICE_RE.fullmatch(raw):
+        raise ValueError('expected a non-negative decimal such as "0.0015"')
+    return raw
+
+
+def _exact_text(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, str):
+        return value.strip()
+    raise ValueError(f"expected a decimal string, got {type(value).__name__}")
+
+
+def exact_size(value: object) -> str:
+    """Return a quoted size as the exact decimal string given; raise ``ValueError`` if not one."""
+    text = _exact_text(value)
+    try:
+        return check_size(text)
+    except ValueError:
+        raise ValueError(f'{text[:40]!r} is not a non-negative decimal such as "0.0015"') from None
+
+
 def exact_price(value: object) -> str:
     """Return a quoted price as the exact decimal string given; raise ``ValueError`` if not one.
 
@@ -97,12 +134,7 @@ def exact_price(value: object) -> str:
     must have been parsed with ``parse_float=Decimal`` so that no float ever
     rounds it; it is written out in plain notation.
     """
-    if isinstance(value, Decimal):
-        text = format(value, "f")
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        raise ValueError(f"expected a decimal string, got {type(value).__name__}")
+    text = _exact_text(value)
     try:
         return check_price(text)
     except ValueError:

@@ -42,6 +42,7 @@ from ticker.events import Event, Tick
 
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 CHANNEL = "ticker_log"  # PostgreSQL NOTIFY channel: a new head was committed
+ROLLED_UP = "rolled_up"  # log_state: the candles hold every event with an id up to this
 
 
 class EventRow(Base):
@@ -54,10 +55,11 @@ class EventRow(Base):
     symbol: Mapped[str] = mapped_column(String(32))
     price: Mapped[str] = mapped_column(String(40))
     ts: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[str | None] = mapped_column(String(40))  # None: the source gave no size
 
 
 class LogState(Base):
-    """Named counters of the log (``pruned_through``)."""
+    """Named counters of the log (``pruned_through``, ``rolled_up``)."""
 
     __tablename__ = "log_state"
 
@@ -66,7 +68,7 @@ class LogState(Base):
 
 
 ticks = cast(Table, EventRow.__table__)
-_COLUMNS = (ticks.c.id, ticks.c.symbol, ticks.c.price, ticks.c.ts)
+_COLUMNS = (ticks.c.id, ticks.c.symbol, ticks.c.price, ticks.c.ts, ticks.c.size)
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,20 @@ class Position:
     pruned_through: int
 
 
-def _state(conn: Connection, name: str) -> int:
-    rows = _driver_rows(conn, "SELECT value FROM log_state WHERE name = ?", (name,))
+def read_state(conn: Connection, name: str) -> int:
+    """Return the named counter of ``log_state`` (0 when unset)."""
+    rows = driver_rows(conn, "SELECT value FROM log_state WHERE name = ?", (name,))
     return int(rows[0][0] or 0) if rows else 0
+
+
+def rolled_up(conn: Connection) -> int:
+    """Return the rollup watermark: every event with an id up to it is in the candles."""
+    return read_state(conn, ROLLED_UP)
 
 
 def pruned_through(conn: Connection) -> int:
     """Return the highest id retention has deleted (0 when none)."""
-    return _state(conn, "pruned_through")
+    return read_state(conn, "pruned_through")
 
 
 def position(conn: Connection) -> Position:
@@ -94,7 +102,7 @@ def position(conn: Connection) -> Position:
     each statement sees its own snapshot, and in this order a prune that
     empties the table in between still leaves ``head`` where it was.
     """
-    newest = _driver_rows(conn, "SELECT max(id) FROM ticks", ())[0][0] or 0
+    newest = driver_rows(conn, "SELECT max(id) FROM ticks", ())[0][0] or 0
     pruned = pruned_through(conn)
     return Position(head=max(int(newest), pruned), pruned_through=pruned)
 
@@ -118,30 +126,36 @@ def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
     if conn.dialect.name != "postgresql":
         result = conn.execute(
             insert(ticks).returning(ticks.c.id, sort_by_parameter_order=True),
-            [{"symbol": t.symbol, "price": t.price, "ts": t.ts} for t in batch],
+            [{"symbol": t.symbol, "price": t.price, "ts": t.ts, "size": t.size} for t in batch],
         )
         return [int(i) for i in result.scalars()]
-    # One statement with three array parameters, on the driver: SQLAlchemy's
+    # One statement with four array parameters, on the driver: SQLAlchemy's
     # multi-row VALUES costs more than the insert itself for large batches.
     # Rows are inserted in ORDER BY order, so the sequence hands out ids in the
     # batch's order, and the sorted ids line up with the batch.
-    rows = _driver_rows(
+    rows = driver_rows(
         conn,
-        "INSERT INTO ticks (symbol, price, ts)"
-        " SELECT symbol, price, ts FROM unnest(?::text[], ?::text[], ?::bigint[])"
-        " WITH ORDINALITY AS batch(symbol, price, ts, n) ORDER BY n RETURNING id",
-        ([t.symbol for t in batch], [t.price for t in batch], [t.ts for t in batch]),
+        "INSERT INTO ticks (symbol, price, ts, size)"
+        " SELECT symbol, price, ts, size"
+        " FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[])"
+        " WITH ORDINALITY AS batch(symbol, price, ts, size, n) ORDER BY n RETURNING id",
+        (
+            [t.symbol for t in batch],
+            [t.price for t in batch],
+            [t.ts for t in batch],
+            [t.size for t in batch],
+        ),
     )
     ids = sorted(int(row[0]) for row in rows)
-    _driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(ids[-1])))
+    driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(ids[-1])))
     return ids
 
 
 def _events(rows: Iterable[Sequence[object]]) -> list[Event]:
-    return [Event(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]  # type: ignore[call-overload]
+    return list(map(Event._make, rows))
 
 
-def _driver_rows(conn: Connection, sql: str, params: Sequence[object]) -> list[Any]:
+def driver_rows(conn: Connection, sql: str, params: Sequence[object]) -> list[Any]:
     """Run ``sql`` (``?`` placeholders) on the driver's own cursor and return its rows.
 
     For the reads that replay and the follower repeat thousands of times a
@@ -167,7 +181,7 @@ def read_after(
     upto: int | None = None,
 ) -> list[Event]:
     """Return up to ``limit`` events with ``after < id [<= upto]`` of ``symbols``, by id."""
-    sql = "SELECT id, symbol, price, ts FROM ticks WHERE id > ?"
+    sql = "SELECT id, symbol, price, ts, size FROM ticks WHERE id > ?"
     params: list[object] = [after]
     if upto is not None:
         sql += " AND id <= ?"
@@ -176,7 +190,7 @@ def read_after(
         sql += f" AND symbol IN ({', '.join('?' * len(symbols))})"
         params.extend(symbols)
     params.append(limit)
-    return list(map(Event._make, _driver_rows(conn, sql + " ORDER BY id LIMIT ?", params)))
+    return list(map(Event._make, driver_rows(conn, sql + " ORDER BY id LIMIT ?", params)))
 
 
 def read_before(conn: Connection, symbol: str, after: int, before: int, limit: int) -> list[Event]:
@@ -215,6 +229,8 @@ def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) 
     The log is cut from its old end: events go in id order while they are older
     than the age limit or beyond the count limit, so ids stay a contiguous
     suffix and ``pruned_through`` names exactly what a reader may have missed.
+    Nothing above the rollup watermark is deleted: each batch first rolls the
+    events it is about to delete into the candles, in its own transaction.
     """
     if not retention:
         return 0
@@ -244,12 +260,21 @@ def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) 
             cut = min(cut, int(oldest[-1][0]))
             if cut <= pos.pruned_through:
                 return deleted
+            # Roll up in the same transaction as the delete: a crash in between
+            # cannot lose an event from the candles.  (candles reads the log.)
+            from ticker.candles import fold_through
+
+            fold_through(conn, cut)
+            cut = min(cut, rolled_up(conn))  # never delete what the candles do not hold yet
+            if cut <= pos.pruned_through:
+                return deleted
             result = conn.execute(delete(ticks).where(ticks.c.id <= cut))
             deleted += result.rowcount
-            _set_state(conn, "pruned_through", cut)
+            write_state(conn, "pruned_through", cut)
 
 
-def _set_state(conn: Connection, name: str, value: int) -> None:
+def write_state(conn: Connection, name: str, value: int) -> None:
+    """Set the named counter of ``log_state``, within the caller's write transaction."""
     changed = conn.execute(update(LogState).where(LogState.name == name).values(value=value))
     if changed.rowcount == 0:
         conn.execute(insert(LogState).values(name=name, value=value))

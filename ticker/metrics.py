@@ -39,7 +39,7 @@ from ticker.stream.slots import Slot, Streams
 logger = logging.getLogger(__name__)
 
 RESET_REASONS = ("expired", "ahead")
-ERROR_STAGES = ("source", "run", "prune")
+ERROR_STAGES = ("source", "run", "rollup", "prune")
 # Seconds from a tick's time to its write to a client: sub-millisecond on one
 # host, a few hundred milliseconds across a busy cluster, more for a slow reader.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

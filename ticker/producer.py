@@ -39,8 +39,9 @@ from ticker import lease, log
 from ticker.config import Settings
 from ticker.db import writing
 from ticker.errors import SourceError
-from ticker.events import Event, Tick, check_price, format_ts, now_us
+from ticker.events import Event, Tick, check_price, check_size, format_ts, now_us
 from ticker.sources import Source, make_source
+from ticker.upkeep import Upkeep
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,12 @@ class ProducerState:
     last_error_at: float | None = None
     retry_at: float = 0.0  # on the producer's clock: no fetch before it
     pruned: int = 0
+    rolled_up: int = 0  # events this process rolled into the candles
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-class Producer:
-    """Run one interval of the source under the lease, and prune when leader."""
+class Producer(Upkeep):
+    """Run one interval of the source under the lease; roll up and prune when leader."""
 
     def __init__(
         self,
@@ -107,12 +109,6 @@ class Producer:
 
     def on_ticks(self, count: int) -> None:
         """Note ``count`` ticks appended to the log by this producer."""
-
-    def on_error(self, stage: str) -> None:
-        """Note a failure: ``source`` (a fetch), ``run`` (e.g. the database) or ``prune``."""
-
-    def on_pruned(self, count: int) -> None:
-        """Note ``count`` events deleted by retention."""
 
     def _produce(self) -> list[int]:
         if not self.state.leader and not self._take_over():
@@ -205,13 +201,15 @@ class Producer:
         )
 
     def _accepted(self, ticks: Sequence[Tick]) -> list[Tick]:
-        """Return the ticks the log may take: tracked symbols, plain positive decimals."""
+        """Return the ticks the log may take: tracked symbols, plain decimal prices and sizes."""
         good = []
         for tick in ticks:
             try:
                 if tick.symbol not in self.tracked:
                     raise ValueError("the symbol is not tracked")
                 check_price(tick.price)
+                if tick.size is not None:
+                    check_size(tick.size)
             except (TypeError, ValueError) as exc:
                 logger.warning("source gave a tick the log refuses (%s): %r", exc, tick)
                 continue
@@ -232,23 +230,8 @@ class Producer:
             "last_error_at": _iso(state.last_error_at),
             "retry_in_s": round(max(0.0, wait), 3),
             "pruned": state.pruned,
+            "rolled_up": state.rolled_up,
         }
-
-    def prune(self) -> int:
-        """Apply ``TICKER_RETENTION`` if this process is the producer; return events deleted."""
-        if not self.state.leader:
-            return 0
-        try:
-            deleted = log.prune(self.engine, self.settings.retention, now_us())
-        except Exception:
-            logger.exception("pruning the log failed")
-            self.on_error("prune")
-            return 0
-        if deleted:
-            logger.info("pruned %d events", deleted)
-            self.state.pruned += deleted
-            self.on_pruned(deleted)
-        return deleted
 
     def release(self) -> None:
         """Give up the lease so another process takes over at once, and close the source."""
@@ -265,7 +248,7 @@ class Producer:
                 logger.exception("could not close the source")
 
     def schedule(self, scheduler: BaseScheduler) -> None:
-        """Add the produce and prune jobs to ``scheduler``."""
+        """Add the produce, rollup and prune jobs to ``scheduler``."""
         interval = self.settings.tick_interval
         scheduler.add_job(
             self.produce,
@@ -275,6 +258,14 @@ class Producer:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(interval)),
+        )
+        scheduler.add_job(
+            self.rollup,
+            "interval",
+            seconds=self.settings.rollup_interval,
+            id="rollup",
+            max_instances=1,
+            coalesce=True,
         )
         retention = self.settings.retention
         every = self.settings.prune_interval

@@ -39,14 +39,19 @@ def tick(event: Event) -> bytes:
     The same bytes as ``event.to_json()`` would give, built without ``json.dumps``:
     replay encodes hundreds of thousands of events a second.
     """
-    price = event.price
-    plain = price.isascii() and price.replace(".", "", 1).isdigit()
-    price = f'"{price}"' if plain else json.dumps(price)
+    size = event.size
+    tail = "}" if size is None else f',"size":{_decimal(size)}}}'
     return (
         f"id: {event.id}\nevent: tick\ndata: "
-        f'{{"id":{event.id},"symbol":{_quote(event.symbol)},"price":{price},'
-        f'"ts":"{format_ts(event.ts)}"}}\n\n'
+        f'{{"id":{event.id},"symbol":{_quote(event.symbol)},"price":{_decimal(event.price)},'
+        f'"ts":"{format_ts(event.ts)}"{tail}\n\n'
     ).encode()
+
+
+def _decimal(text: str) -> str:
+    """Return a decimal string as JSON; what the log holds needs no escaping, anything else does."""
+    plain = text.isascii() and text.replace(".", "", 1).isdigit()
+    return f'"{text}"' if plain else json.dumps(text)
 
 
 def opening(kind: str, head: int, latest: Sequence[Event], **extra: Any) -> bytes:

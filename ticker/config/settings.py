@@ -11,8 +11,10 @@ from ticker import ROOT
 from ticker.config.source import parse_source, source_options
 from ticker.config.symbols import SYMBOL_GRAMMAR, normalise_symbol
 from ticker.config.values import (
+    DEFAULT_CANDLE_RETENTION,
     Retention,
     env_reader,
+    parse_candle_retention,
     parse_number,
     parse_origins,
     parse_retention,
@@ -36,6 +38,7 @@ class Settings:
     tick_interval: float = 1.0
     seed: int | None = None
     retention: Retention = field(default_factory=Retention)
+    candle_retention: tuple[tuple[int, float | None], ...] = DEFAULT_CANDLE_RETENTION
     heartbeat: float = 15.0
     max_symbols: int = 50
     max_streams: int = 5000
@@ -56,6 +59,7 @@ class Settings:
     hub_capacity: int = 20000
     busy_retry: float = 20.0  # a busy answer's retry: this many seconds to twice as many
     prune_interval: float | None = None  # None: every minute, or age/10 for short ages
+    rollup_interval: float = 1.0  # seconds between rollups of the log into candles
 
 
 def multiprocess_dir() -> str | None:
@@ -110,6 +114,7 @@ def load_settings(
         "SOURCE_TIMEOUT": 0.05,
         "BUSY_RETRY": 0.1,
         "PRUNE_INTERVAL": 0.1,
+        "ROLLUP_INTERVAL": 0.05,
     }
     for name, minimum in floats.items():
         raw = get(name)
@@ -134,6 +139,10 @@ def load_settings(
             ) from None
     else:
         values["retention"] = Retention(max_age=7 * 86400.0)
+
+    raw = get("CANDLE_RETENTION")
+    if raw is not None:
+        values["candle_retention"] = parse_candle_retention(raw)
 
     values["publish_token"] = get("PUBLISH_TOKEN")
 

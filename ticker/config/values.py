@@ -85,6 +85,81 @@ def parse_retention(raw: str) -> Retention:
     return retention
 
 
+# Candle intervals: name → width in seconds (buckets aligned to the Unix epoch).
+CANDLE_INTERVALS: dict[str, int] = {
+    "1s": 1,
+    "1m": 60,
+    "5m": 300,
+    "15m": 900,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+}
+# How long candles are kept, by width (seconds; None: for ever).
+DEFAULT_CANDLE_RETENTION: tuple[tuple[int, float | None], ...] = (
+    (1, 1 * 86400.0),
+    (60, 30 * 86400.0),
+    (300, 90 * 86400.0),
+    (900, 180 * 86400.0),
+    (3600, 730 * 86400.0),
+    (14400, None),
+    (86400, None),
+)
+_FOREVER = ("forever", "none", "off")
+
+
+def _age(raw: str) -> float | None:
+    word = raw.strip().lower()
+    if word in _FOREVER:
+        return None
+    age = _AGE_RE.match(word)
+    if not age or int(age.group(1)) == 0:
+        raise ValueError(raw)
+    return float(int(age.group(1)) * _AGE_UNITS[age.group(2)])
+
+
+def parse_candle_retention(raw: str) -> tuple[tuple[int, float | None], ...]:
+    """Parse ``TICKER_CANDLE_RETENTION``: one age for every interval, or ``1s=2d,1m=90d``.
+
+    Intervals not named keep their default; ``forever`` keeps them for ever.
+    The 24-hour statistics read the 1m and 1h candles, so those are kept a day at least.
+    """
+    name = "TICKER_CANDLE_RETENTION"
+    keep = dict(DEFAULT_CANDLE_RETENTION)
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(name, raw, "expected an age like 30d, or pairs like 1s=2d,1m=90d")
+    try:
+        if len(parts) == 1 and "=" not in parts[0]:
+            age = _age(parts[0])
+            keep = dict.fromkeys(keep, age)
+        else:
+            for part in parts:
+                interval, equals, value = (x.strip() for x in part.partition("="))
+                if not equals or interval.lower() not in CANDLE_INTERVALS:
+                    raise ConfigError(
+                        name,
+                        raw,
+                        f"{part!r} is not INTERVAL=AGE; intervals are "
+                        + ", ".join(CANDLE_INTERVALS),
+                    )
+                keep[CANDLE_INTERVALS[interval.lower()]] = _age(value)
+    except ValueError as exc:
+        raise ConfigError(
+            name, raw, f"{exc} is not an age like 30s, 15m, 24h, 7d, or forever"
+        ) from None
+    for short in (60, 3600):
+        age = keep[short]
+        if age is not None and age < 86400:
+            label = "1m" if short == 60 else "1h"
+            raise ConfigError(
+                name,
+                raw,
+                f"{label} candles must be kept 1d at least: the 24-hour statistics read them",
+            )
+    return tuple(sorted(keep.items()))
+
+
 def parse_origins(raw: str) -> tuple[str, ...]:
     """Parse ``TICKER_CORS_ORIGINS``: ``*`` or origins such as ``https://app.example:8443``."""
     origins: list[str] = []

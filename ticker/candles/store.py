@@ -1,0 +1,236 @@
+"""The ``candles`` table: rolled-up buckets of every interval, and the rollup that keeps it.
+
+Invariant: the candles hold exactly the events with ``id <= rolled_up`` (the
+watermark in ``log_state``), each counted once.  ``fold_through`` reads the
+events above the watermark, merges them into the stored rows and moves the
+watermark, all inside the caller's write transaction (``db.writing``): a crash
+before the commit leaves rows and watermark as they were, and the next rollup
+starts from the same id.  Writers are serialised, and ids become visible in
+commit order, so no event at or below the watermark can still commit later: a
+tick posted late, with a ``ts`` in a bucket already rolled up, has an id above
+the watermark and is folded in by the next rollup, once.  Readers merge the
+rows with the raw events above the watermark, from one snapshot (``reading``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import BigInteger, Connection, Engine, Index, Integer, String, Table
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ticker import log
+from ticker.candles.aggregate import WIDTHS, Candle, coarsen, decimal_text, fold
+from ticker.db import Base, writing
+
+BATCH = 20_000  # events read per step of a rollup
+PRUNE_BATCH = 5_000  # candle rows deleted per transaction
+MAX_TAIL = 20_000  # events above the watermark a question may merge before it rolls up
+
+
+class CandleRow(Base):
+    """A row of ``candles``: one bucket of one symbol at one width, with its merge keys."""
+
+    __tablename__ = "candles"
+    __table_args__ = (Index(None, "width", "start"),)
+
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)  # seconds
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # microseconds
+    open: Mapped[str] = mapped_column(String(40))
+    high: Mapped[str] = mapped_column(String(40))
+    low: Mapped[str] = mapped_column(String(40))
+    close: Mapped[str] = mapped_column(String(40))
+    volume: Mapped[str] = mapped_column(String(80))
+    ticks: Mapped[int] = mapped_column(BigInteger)
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    open_ts: Mapped[int] = mapped_column(BigInteger)
+    open_id: Mapped[int] = mapped_column(BigInteger)
+    close_ts: Mapped[int] = mapped_column(BigInteger)
+    close_id: Mapped[int] = mapped_column(BigInteger)
+    high_id: Mapped[int] = mapped_column(BigInteger)
+    low_id: Mapped[int] = mapped_column(BigInteger)
+
+
+candles_table = cast(Table, CandleRow.__table__)
+FIELDS = (
+    "start, open, high, low, close, volume, ticks, first_id, last_id,"
+    " open_ts, open_id, close_ts, close_id, high_id, low_id"
+)
+_UPSERT = (
+    f"INSERT INTO candles (symbol, width, {FIELDS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (symbol, width, start) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in FIELDS.replace(" ", "").split(",")[1:])
+)
+
+
+def from_row(row: Sequence[Any]) -> Candle:
+    """Build a :class:`Candle` from the columns named in ``FIELDS``."""
+    (start, open_, high, low, close, volume, ticks, first_id, last_id,
+     open_ts, open_id, close_ts, close_id, high_id, low_id) = row  # fmt: skip
+    return Candle(
+        int(start), open_, high, low, close, Decimal(volume), int(ticks), int(first_id),
+        int(last_id), int(open_ts), int(open_id), int(close_ts), int(close_id), int(high_id),
+        int(low_id), Decimal(high), Decimal(low),
+    )  # fmt: skip
+
+
+def _params(symbol: str, width: int, c: Candle) -> tuple[object, ...]:
+    return (
+        symbol, width, c.start, c.open, c.high, c.low, c.close, decimal_text(c.volume), c.ticks,
+        c.first_id, c.last_id, c.open_ts, c.open_id, c.close_ts, c.close_id, c.high_id, c.low_id,
+    )  # fmt: skip
+
+
+def _sql(conn: Connection, sql: str) -> str:
+    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+def rows(conn: Connection, sql: str, params: Sequence[object]) -> list[Candle]:
+    """Run a ``SELECT {FIELDS} FROM candles ...`` on the driver and return its candles."""
+    return [from_row(r) for r in log.driver_rows(conn, sql, params)]
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """Open a read transaction that sees one snapshot, candles and raw events alike.
+
+    SQLite's read transaction already does; PostgreSQL's READ COMMITTED would
+    give each statement its own, so a rollup committing between reading the
+    watermark and reading the rows would count its events twice.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+def _load(conn: Connection, width: int, keys: Sequence[tuple[str, int]]) -> dict[Any, Candle]:
+    """Return the stored candles of ``keys`` (symbol, start) at ``width``."""
+    found: dict[Any, Candle] = {}
+    by_symbol: dict[str, list[int]] = defaultdict(list)
+    for symbol, start in keys:
+        by_symbol[symbol].append(start)
+    for symbol, starts in by_symbol.items():
+        for i in range(0, len(starts), 500):
+            chunk = starts[i : i + 500]
+            sql = (
+                f"SELECT {FIELDS} FROM candles WHERE symbol = ? AND width = ?"
+                f" AND start IN ({', '.join('?' * len(chunk))})"
+            )
+            for candle in rows(conn, sql, [symbol, width, *chunk]):
+                found[(symbol, candle.start)] = candle
+    return found
+
+
+def _fold_events(conn: Connection, events: Sequence[Any]) -> None:
+    """Merge ``events`` into the stored candles of every width (read, merge, write)."""
+    level = fold(events, WIDTHS[0])
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for index, width in enumerate(WIDTHS):
+            if index:
+                level = coarsen(level, width)
+            stored = _load(conn, width, list(level))
+            params = []
+            for key, new in level.items():
+                have = stored.get(key)
+                if have is not None:
+                    have.merge(new)
+                    new = have
+                params.append(_params(key[0], width, new))
+            cursor.executemany(_sql(conn, _UPSERT), params)
+    finally:
+        cursor.close()
+
+
+def fold_through(conn: Connection, upto: int | None = None) -> int:
+    """Roll the events with ``rolled_up < id [<= upto]`` into the candles; return how many.
+
+    Runs in the caller's write transaction, which must hold the writer's lock,
+    and moves the watermark in it: to ``upto`` when given (every id up to it is
+    then in the candles, or will never exist), else to the newest id read.
+    """
+    mark = start = log.rolled_up(conn)
+    total = 0
+    while True:
+        events = log.read_after(conn, mark, None, BATCH, upto)
+        if events:
+            _fold_events(conn, events)
+            mark = events[-1].id
+            total += len(events)
+        if len(events) < BATCH:
+            break
+    if upto is not None:
+        mark = max(mark, upto)
+    if mark != start:
+        log.write_state(conn, log.ROLLED_UP, mark)
+    return total
+
+
+def rollup(engine: Engine) -> int:
+    """Roll every event not yet in the candles into them, in batches; return how many.
+
+    Each batch is its own write transaction, so appends wait at most one batch.
+    """
+    total = 0
+    while True:
+        with writing(engine) as conn:
+            head = log.position(conn).head
+            upto = min(head, log.rolled_up(conn) + BATCH)
+            done = fold_through(conn, upto)
+        total += done
+        if upto >= head:
+            return total
+
+
+def catch_up(engine: Engine) -> int:
+    """Roll up now if the events above the watermark are too many to merge into answers.
+
+    The producer's rollup job keeps that tail to a second or so of events; this
+    covers a deployment where no producer runs (``TICKER_PRODUCER=off`` without
+    ``ticker produce``), so that no question reads a long tail of the log.
+    """
+    with engine.connect() as conn:
+        behind = log.position(conn).head - log.rolled_up(conn)
+    return rollup(engine) if behind > MAX_TAIL else 0
+
+
+def prune(engine: Engine, keep: dict[int, float | None], now_us: int) -> int:
+    """Delete candles whose bucket started more than ``keep[width]`` seconds ago; return how many.
+
+    ``None`` keeps a width for ever.  Deletes in batches of their own transactions.
+    """
+    deleted = 0
+    for width, age in keep.items():
+        if age is None:
+            continue
+        horizon = now_us - int(age * 1_000_000)
+        while True:
+            with writing(engine) as conn:
+                found = log.driver_rows(
+                    conn,
+                    "SELECT start FROM candles WHERE width = ? AND start < ?"
+                    " ORDER BY start LIMIT 1 OFFSET ?",
+                    (width, horizon, PRUNE_BATCH - 1),
+                )
+                cut = horizon if not found else int(found[0][0]) + 1
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cursor.execute(
+                        _sql(conn, "DELETE FROM candles WHERE width = ? AND start < ?"),
+                        (width, cut),
+                    )
+                    deleted += max(0, cursor.rowcount)
+                finally:
+                    cursor.close()
+            if not found:
+                break
+    return deleted
