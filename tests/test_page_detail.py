@@ -315,7 +315,9 @@ def test_the_crosshair_reads_out_the_candle_under_the_pointer(
     assert shown("ticks") == str(target["ticks"])
 
 
-def test_the_detail_view_fits_a_phone(serve: Callable[..., Server], browser: Browser) -> None:
+def test_the_detail_view_fits_a_phone(
+    serve: Callable[..., Server], browser: Browser, tmp_path: Path
+) -> None:
     server = serve(source="none", symbols=SYMBOLS)
     server.post_ticks(history("BTC-USD", minute_ago(30), 25))
     browser.page.set_viewport_size({"width": 390, "height": 844})
@@ -333,6 +335,8 @@ def test_the_detail_view_fits_a_phone(serve: Callable[..., Server], browser: Bro
     browser.page.click("#intervals [data-interval='1h']")
     wait_detail(browser, "BTC-USD", "1h")
     assert browser.page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    browser.page.emulate_media(color_scheme="dark")
+    browser.page.screenshot(path=str(tmp_path / "detail-phone.png"), full_page=True)
 
 
 def test_rows_show_the_24_hour_statistics_and_the_server_s_stale_mark(

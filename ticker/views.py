@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request
 
-from ticker import lifecycle, params, sse, stream
+from ticker import candles, lifecycle, params, sse, stream
 from ticker.state import AppState, app_state
 
 bp = Blueprint("views", __name__)
@@ -36,8 +36,8 @@ PAGE_POLICY = "; ".join(
 )
 
 
-# The detail chart's intervals, as /api/candles knows them.
-CHART_INTERVALS = ("1s", "1m", "5m", "15m", "1h", "4h", "1d")
+# The detail chart's intervals: those of /api/candles.
+CHART_INTERVALS = tuple(candles.INTERVALS)
 CHART_NOTICE = Path("vendor") / "lightweight-charts.NOTICE.txt"
 
 
