@@ -60,6 +60,24 @@ def history(symbol: str, start: datetime, minutes: int, seed: int = 7) -> list[d
     return ticks
 
 
+def grouped(value: str) -> str:
+    """A decimal string as the page shows it: as given, integer digits grouped."""
+    whole, dot, frac = value.lstrip("-").partition(".")
+    text = f"{int(whole):,}{dot}{frac}"
+    if value.startswith("-"):
+        return "\u2212" + text
+    return text
+
+
+def change_text(stats: dict[str, Any]) -> str:
+    def signed(value: str) -> str:
+        if value.startswith("-") or Decimal(value) == 0:
+            return grouped(value)
+        return "+" + grouped(value)
+
+    return f"{signed(stats['change'])} ({signed(stats['change_pct'])}%)"
+
+
 def api_candles(server: Server, symbol: str, interval: str) -> list[dict[str, Any]]:
     body = server.get(f"/api/candles?symbol={symbol}&interval={interval}")
     assert body["symbol"] == symbol and body["interval"] == interval
@@ -359,16 +377,47 @@ def test_rows_show_the_24_hour_statistics_and_the_server_s_stale_mark(
         row: dict[str, Any] = rows[symbol]
         return row
 
+    def shown(symbol: str) -> dict[str, str]:
+        return {
+            part: browser.row_text(symbol, part) for part in ("change", "high", "low", "volume")
+        }
+
+    def expected(stats: dict[str, Any]) -> dict[str, str]:
+        return {
+            "change": change_text(stats),
+            "high": "H" + grouped(stats["high"]),
+            "low": "L" + grouped(stats["low"]),
+            "volume": "Vol" + grouped(stats["volume"]),
+        }
+
     stats = api_row("BTC-USD")["stats"]
-    assert stats["high"] == "67100.00" and stats["low"] == "66000"
-    eventually(lambda: browser.row_text("BTC-USD", "high") == "H67,100.00", "BTC-USD high")
-    assert browser.row_text("BTC-USD", "low") == "L66,000"
-    assert browser.row_text("BTC-USD", "volume") == "Vol" + f"{Decimal(stats['volume']):,}"
-    assert browser.row_text("BTC-USD", "change") == f"+{stats['change']} (+{stats['change_pct']}%)"
+    assert (stats["high"], stats["low"], stats["volume"]) == ("67100.00", "66000", "1.75")
+    eventually(lambda: shown("BTC-USD") == expected(stats), "BTC-USD statistics as the API's")
+    assert shown("BTC-USD")["high"] == "H67,100.00"
     assert browser.page.get_attribute("#board .row:first-child", "data-trend") == "up"
     # AAPL never ticked: no statistics.
     assert api_row("AAPL")["stats"] is None
     assert browser.row_text("AAPL", "high") == "H—"
+
+    # Between two reads of /api/symbols, live ticks move the figures on, exactly as the
+    # server counts them: with the reads cut off, the row still ends equal to the API.
+    browser.page.route(lambda url: "/api/symbols" in url, lambda route: route.abort())
+    server.post_ticks(
+        [
+            {"symbol": "BTC-USD", "price": "67250.5", "size": "0.0005"},
+            {"symbol": "BTC-USD", "price": "65999.99", "size": "10"},
+            {"symbol": "ETH-USD", "price": "3400"},
+        ]
+    )
+    moved = api_row("BTC-USD")["stats"]
+    assert moved["high"] == "67250.5" and moved["low"] == "65999.99"
+    eventually(lambda: shown("BTC-USD") == expected(moved), "BTC-USD moved by live ticks")
+    assert browser.state("stats('BTC-USD')") == moved
+    eth = api_row("ETH-USD")["stats"]
+    assert eth["change"].startswith("-")
+    eventually(lambda: shown("ETH-USD") == expected(eth), "ETH-USD moved by a live tick")
+    assert browser.page.get_attribute("#board .row:nth-child(2)", "data-trend") == "down"
+    browser.page.unroute_all()
 
     # BTC-USD keeps ticking, ETH-USD does not: the server says ETH-USD is stale.
     def keep_btc_fresh() -> bool:

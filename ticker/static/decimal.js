@@ -48,6 +48,46 @@ window.TickerDecimal = (function () {
     return formatScaled(scaled(a, p) + scaled(b, p), p).replace(/,/g, "");
   }
 
+  // Signed decimals ("-87.70"), for the 24-hour change: [scaled BigInt, decimals].
+  function signed(value) {
+    const match = SIGNED_RE.exec(value);
+    if (!match) throw new Error(`not a decimal: ${value}`);
+    const [, sign, whole, frac = ""] = match;
+    const digits = frac.length ? frac.length - 1 : 0;
+    const n = BigInt(whole + frac.slice(1));
+    return [sign === "-" ? -n : n, digits];
+  }
+
+  function writeSigned(n, digits) {
+    const text = formatScaled(n, digits).replace(/,/g, "");
+    return n < 0n ? "-" + text : text; // a zero difference has no sign, as in Python
+  }
+
+  function alignSigned(a, b) {
+    const [x, dx] = signed(a);
+    const [y, dy] = signed(b);
+    const p = Math.max(dx, dy);
+    return [x * 10n ** BigInt(p - dx), y * 10n ** BigInt(p - dy), p];
+  }
+
+  // a - b, exact, with as many decimals as the longer one (as Python's Decimal does).
+  function subtract(a, b) {
+    const [x, y, p] = alignSigned(a, b);
+    return writeSigned(x - y, p);
+  }
+
+  // change / base * 100, rounded half away from zero to two places ("0.13", "-1.64").
+  function percent(change, base) {
+    const [c, dc] = signed(change);
+    const [b, db] = signed(base);
+    if (b <= 0n) return null;
+    const n = (c < 0n ? -c : c) * 10n ** BigInt(4 + db);
+    const d = b * 10n ** BigInt(dc);
+    let q = n / d;
+    if (2n * (n % d) >= d) q += 1n;
+    return writeSigned(c < 0n ? -q : q, 2);
+  }
+
   // A (possibly signed) decimal string as given, digits grouped; "+" when above zero,
   // a real minus sign below.  Anything else is shown as it came.
   function formatSigned(value) {
@@ -81,6 +121,8 @@ window.TickerDecimal = (function () {
     formatPrice,
     compare,
     add,
+    subtract,
+    percent,
     formatSigned,
     formatGiven,
     sign,

@@ -18,6 +18,7 @@
   const MAX_SYMBOLS = Number(root.dataset.maxSymbols) || 50;
   const STATS_EVERY = 5000; // ms between two reads of /api/symbols (24-hour stats, stale)
   const DEFAULT_INTERVAL = "1m";
+  const DAY_US = 86400e6;
   const D = window.TickerDecimal;
   const CHART_POINTS = 500; // events kept per symbol; also the back-fill page size
   const STORE_PREFIX = "ticker:resume:";
@@ -156,6 +157,7 @@
       precision: 0,
       epoch: 0, // bumped on reset so a stale back-fill is dropped
       filled: false,
+      stats: null, // the 24-hour statistics shown
       shown: null, // the last price drawn, to know which way it moved
       dirty: true,
       el: { li, price, change, chart, base, line, updated, stale, high, low, volume },
@@ -167,11 +169,12 @@
     for (const t of ticks) row.precision = Math.max(row.precision, Math.min(decimals(t.price), 18));
     const points = row.points;
     const newest = points.length ? points[points.length - 1].id : -1;
+    const point = (t) => ({ id: t.id, price: t.price, ts: t.ts, size: t.size });
     if (ticks.every((t, i) => t.id > (i ? ticks[i - 1].id : newest))) {
-      for (const t of ticks) points.push({ id: t.id, price: t.price, ts: t.ts });
+      for (const t of ticks) points.push(point(t));
     } else {
       const byId = new Map(points.map((p) => [p.id, p]));
-      for (const t of ticks) byId.set(t.id, { id: t.id, price: t.price, ts: t.ts });
+      for (const t of ticks) byId.set(t.id, point(t));
       row.points = [...byId.values()].sort((a, b) => a.id - b.id);
     }
     if (row.points.length > CHART_POINTS) row.points.splice(0, row.points.length - CHART_POINTS);
@@ -204,16 +207,46 @@
     li.classList.add("flash-" + dir);
   }
 
-  // The 24-hour statistics and the stale mark, as /api/symbols last gave them: the
-  // decimal strings as they came (digits grouped), the staleness as the server judges it.
+  // The server's 24-hour statistics moved on by the ticks that came after them, so that
+  // they never lag the last price.  The same anchor rule as the charts: the answer of
+  // /api/symbols holds every tick up to the symbol's latest tick in it, so only ticks
+  // with a larger id are folded in, with the server's own arithmetic (exact decimals,
+  // high and low kept as given, change % rounded half away from zero).
+  function liveStats(base, anchor, points) {
+    const now = Date.now() * 1000;
+    const windowStart = Math.floor(now / 60e6) * 60e6 + 60e6 - DAY_US; // as the server's
+    let stats = base ? { ...base } : null;
+    let close = null;
+    for (const p of points) {
+      if (p.id <= anchor || !D.isDecimal(p.price)) continue;
+      if (window.TickerCandles.micros(p.ts) < windowStart) continue;
+      if (!stats) {
+        stats = { open: p.price, high: p.price, low: p.price, volume: "0", ticks: 0 };
+      }
+      if (D.compare(p.price, stats.high) > 0) stats.high = p.price;
+      if (D.compare(p.price, stats.low) < 0) stats.low = p.price;
+      if (D.isDecimal(p.size)) stats.volume = D.add(stats.volume, p.size);
+      stats.ticks += 1;
+      close = p.price;
+    }
+    if (stats && close !== null) {
+      stats.change = D.subtract(close, stats.open);
+      stats.change_pct = D.percent(stats.change, stats.open);
+    }
+    return stats;
+  }
+
+  // The 24-hour statistics and the stale mark: the decimal strings as they came
+  // (digits grouped), the staleness as the server judges it, never guessed here.
   function renderStats(row) {
     const { li, change, stale, high, low, volume } = row.el;
     const known = state.stats.get(row.symbol);
-    const stats = known ? known.stats : null;
+    const stats = known ? liveStats(known.stats, known.anchor, row.points) : null;
     const isStale = Boolean(known && known.stale);
     stale.hidden = !isStale;
     if (isStale) li.dataset.stale = "true";
     else delete li.dataset.stale;
+    row.stats = stats;
     if (!stats) {
       change.textContent = known ? "—" : "";
       change.title = known ? "No tick in the last 24 hours" : "";
@@ -675,7 +708,14 @@
 
   function takeStats(rows) {
     state.stats = new Map(
-      rows.map((r) => [r.symbol, { stats: r.stats || null, stale: r.stale === true }]),
+      rows.map((r) => [
+        r.symbol,
+        {
+          stats: r.stats || null,
+          stale: r.stale === true,
+          anchor: r.tick ? r.tick.id : 0, // the statistics count every tick up to it
+        },
+      ]),
     );
     for (const row of state.rows.values()) row.dirty = true;
     schedule();
@@ -751,9 +791,10 @@
       const row = state.rows.get(symbol);
       return row ? row.points.map((p) => p.price) : null;
     },
+    // The 24-hour statistics the row shows: the server's, and the ticks since.
     stats(symbol) {
-      const known = state.stats.get(symbol);
-      return known ? JSON.parse(JSON.stringify(known)) : null;
+      const row = state.rows.get(symbol);
+      return row && row.stats ? { ...row.stats } : null;
     },
     // The open detail view: its symbol and interval, its anchor, the candles it holds
     // (exact strings, as /api/candles has them) and the bars the chart draws.
