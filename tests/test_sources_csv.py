@@ -248,3 +248,35 @@ def test_a_takeover_resumes_after_the_last_replayed_row() -> None:
     assert source.next_ticks(T0)[0].price == expected[5]
     source.resume([Event(8, "BTC-USD", "0.01", T0)])  # no row matches: carry on
     assert source.next_ticks(T0)[0].price == expected[6]
+
+
+def test_the_daily_volume_and_the_tick_files_size_are_each_ticks_exact_size(
+    tmp_path: Path,
+) -> None:
+    daily = write(
+        tmp_path,
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        "2024-01-01,1,1,1,1.50,1.50,26171726873\n"
+        "2024-01-02,1,1,1,2.50,2.50,null\n"  # a good price without a volume
+        "2024-01-03,1,1,1,3.50,3.50,\n",
+    )
+    with captured() as messages:
+        source = CSVSource(daily, SYMBOLS)
+    got = [source.next_ticks(T0)[0] for _ in range(3)]
+    assert [(t.price, t.size) for t in got] == [
+        ("1.50", "26171726873"),
+        ("2.50", None),
+        ("3.50", None),
+    ]
+    assert any("1 rows have a size or volume" in m for m in messages), messages
+    ticks = tmp_path / "ticks.csv"
+    ticks.write_text(
+        "ts,symbol,price,size\n"
+        "2024-01-01T00:00:00Z,BTC-USD,45000.00,0.00100000\n"
+        "2024-01-01T00:00:01Z,BTC-USD,45001.00,\n"
+    )
+    source = CSVSource(ticks, SYMBOLS)
+    assert [source.next_ticks(T0)[0].size for _ in range(2)] == ["0.00100000", None]
+    no_volume = tmp_path / "plain.csv"
+    no_volume.write_text("Date,Close\n2024-01-01,1.25\n")
+    assert CSVSource(no_volume, SYMBOLS).next_ticks(T0)[0].size is None

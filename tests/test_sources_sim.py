@@ -89,3 +89,33 @@ def test_format_price_never_uses_exponent_notation() -> None:
         text = format_price(1.2345 * 10.0**exponent, 10)
         assert "e" not in text.lower(), text
         assert re.fullmatch(r"\d+\.\d{10}", text), text
+
+
+def test_every_tick_has_a_size_reproducible_with_the_seed() -> None:
+    def sizes(seed: int) -> list[str | None]:
+        source = SimSource(SYMBOLS, 1.0, seed)
+        return [t.size for _ in range(200) for t in source.next_ticks(T0)]
+
+    assert sizes(3) == sizes(3) and sizes(3) != sizes(4)
+    # Sizes come from a stream of their own: a seed's prices are the same as before sizes.
+    assert walk(3) == walk(3)
+
+
+def test_sizes_are_plain_decimals_in_lots_around_the_profiles_median() -> None:
+    import re
+    import statistics
+
+    from ticker.events import check_size
+    from ticker.sources.sim import PROFILES
+
+    source = SimSource(["BTC-USD", "AAPL"], 1.0, 9)
+    drawn: dict[str, list[str]] = {"BTC-USD": [], "AAPL": []}
+    for _ in range(2000):
+        for tick in source.next_ticks(T0):
+            assert tick.size is not None
+            drawn[tick.symbol].append(check_size(tick.size))
+    assert all(re.fullmatch(r"0\.[0-9]{8}|[1-9][0-9]*\.[0-9]{8}", s) for s in drawn["BTC-USD"])
+    assert all(re.fullmatch(r"[1-9][0-9]*", s) for s in drawn["AAPL"])
+    for symbol, values in drawn.items():
+        median = statistics.median(float(v) for v in values)
+        assert PROFILES[symbol].size / 1.5 < median < PROFILES[symbol].size * 1.5

@@ -3,15 +3,17 @@
 Two layouts are read, told apart by the header (case and spaces ignored):
 
 - a daily export, ``Date,Open,High,Low,Close,Adj Close,Volume``: one tick per
-  row with the ``Close`` price, for the symbol of a ``Symbol`` column if there
-  is one, else ``TICKER_CSV_SYMBOL`` (default: the first tracked symbol);
-- a tick file, ``ts,symbol,price``: one tick per row.
+  row with the ``Close`` price and the ``Volume`` as its size (where the file
+  has that column), for the symbol of a ``Symbol`` column if there is one,
+  else ``TICKER_CSV_SYMBOL`` (default: the first tracked symbol);
+- a tick file, ``ts,symbol,price`` and optionally ``size``: one tick per row.
 
 Rows are replayed in time order (file order among equal times).  Rows that
 share a time form one *step*.  ``speed=None`` replays one step per tick
 interval; a number replays that many times faster than the file's clock
 (``86400``: a day of the file per second).  At the end the replay starts over
-(``loop``) or stops.  Prices are the file's exact strings.  Each tick is
+(``loop``) or stops.  Prices and sizes are the file's exact strings; an empty size cell gives a
+tick without a size.  Each tick is
 stamped with the time it is replayed, not the row's date, so that retention,
 the newest tick's age and the page's clock keep meaning now.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from ticker.config import normalise_symbol
 from ticker.errors import ConfigError
-from ticker.events import Event, Tick, check_price, parse_ts
+from ticker.events import Event, Tick, check_price, check_size, parse_ts
 from ticker.sources.base import Source
 
 logger = logging.getLogger("ticker.sources")
@@ -45,6 +47,7 @@ class Row:
     time_us: int
     symbol: str
     price: str
+    size: str | None = None
 
 
 class CSVSource(Source):
@@ -87,13 +90,13 @@ class CSVSource(Source):
         if self.speed is None:
             step = self.steps[self.index]
             self.index += 1
-            return [Tick(r.symbol, r.price, now_us) for r in step]
+            return [Tick(r.symbol, r.price, now_us, r.size) for r in step]
         if self.anchor is None:
             self.anchor = (now_us, self.steps[self.index][0].time_us)
         due = self.anchor[1] + (now_us - self.anchor[0]) * self.speed
         ticks: list[Tick] = []
         while self.index < len(self.steps) and self.steps[self.index][0].time_us <= due:
-            ticks.extend(Tick(r.symbol, r.price, now_us) for r in self.steps[self.index])
+            ticks.extend(Tick(r.symbol, r.price, now_us, r.size) for r in self.steps[self.index])
             self.index += 1
         return ticks
 
@@ -126,9 +129,11 @@ def read_rows(path: Path, symbols: Sequence[str], default_symbol: str) -> list[R
     column = {name: i for i, name in reversed(list(enumerate(header)))}
     if all(c in column for c in TICKS):
         time_col, symbol_col, price_col = column["ts"], column["symbol"], column["price"]
+        size_col = column.get("size", -1)
     elif all(c in column for c in DAILY):
         time_col, price_col = column["date"], column["close"]
         symbol_col = column.get("symbol", column.get("ticker", -1))
+        size_col = column.get("volume", -1)
     else:
         raise refuse(
             "expected a header Date,Open,High,Low,Close,Adj Close,Volume or ts,symbol,price; "
@@ -136,6 +141,7 @@ def read_rows(path: Path, symbols: Sequence[str], default_symbol: str) -> list[R
         )
     rows: list[Row] = []
     skipped: Counter[str] = Counter()
+    unsized = 0
     for number, cells in enumerate(lines, start=2):
         if not any(c.strip() for c in cells):
             continue
@@ -147,12 +153,25 @@ def read_rows(path: Path, symbols: Sequence[str], default_symbol: str) -> list[R
         except (IndexError, ValueError):
             skipped["malformed (bad or missing time, symbol or price)"] += 1
             continue
+        raw_size = cells[size_col].strip() if 0 <= size_col < len(cells) else ""
+        try:
+            size = check_size(raw_size) if raw_size else None
+        except ValueError:  # "null" in an export: the price is still good
+            size = None
+            unsized += 1
         if symbol not in symbols:
             skipped[f"of {symbol}, which is not tracked"] += 1
             continue
-        rows.append(Row(number, time_us, symbol, price))
+        rows.append(Row(number, time_us, symbol, price, size))
     for why, count in skipped.items():
         logger.warning("csv: %s: skipped %d rows %s", path, count, why)
+    if unsized:
+        logger.warning(
+            "csv: %s: %d rows have a size or volume that is not a non-negative decimal;"
+            " replayed without a size",
+            path,
+            unsized,
+        )
     if not rows:
         raise refuse("no row to replay (every row is malformed or of an untracked symbol)")
     return rows

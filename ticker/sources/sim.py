@@ -2,7 +2,11 @@
 
 A geometric Brownian motion per symbol from plausible starting prices, with
 per-symbol volatility and tick size, reproducible with ``TICKER_SEED``.  On a
-takeover it continues each walk from the price the log last holds.
+takeover it continues each walk from the price the log last holds.  Each tick
+also carries a trade size, drawn log-normally around the profile's typical
+trade (a heavy right tail, as real trade sizes have) and written with the lot
+size's decimals, from a random stream of its own so a seed's prices stay the
+same with or without sizes.
 """
 
 from __future__ import annotations
@@ -29,24 +33,27 @@ class Profile:
     volatility: float  # annualised
     decimals: int
     year: float = EQUITY_YEAR
+    size: float = 100.0  # the median trade, in units of the symbol
+    size_decimals: int = 0  # the lot size: 0 for whole shares
 
 
 PROFILES = {
-    "BTC-USD": Profile(67000.0, 0.60, 2, CRYPTO_YEAR),
-    "ETH-USD": Profile(3500.0, 0.75, 2, CRYPTO_YEAR),
-    "SOL-USD": Profile(150.0, 0.90, 3, CRYPTO_YEAR),
-    "DOGE-USD": Profile(0.16, 1.00, 6, CRYPTO_YEAR),
-    "PEPE-USD": Profile(0.00001234, 1.20, 10, CRYPTO_YEAR),
-    "AAPL": Profile(230.0, 0.25, 2),
-    "MSFT": Profile(420.0, 0.25, 2),
-    "NVDA": Profile(140.0, 0.50, 2),
-    "TSLA": Profile(250.0, 0.60, 2),
-    "AMZN": Profile(190.0, 0.35, 2),
-    "GOOGL": Profile(170.0, 0.30, 2),
-    "EUR-USD": Profile(1.08, 0.08, 5),
-    "GBP-USD": Profile(1.27, 0.09, 5),
-    "USD-JPY": Profile(150.0, 0.10, 3),
+    "BTC-USD": Profile(67000.0, 0.60, 2, CRYPTO_YEAR, 0.01, 8),
+    "ETH-USD": Profile(3500.0, 0.75, 2, CRYPTO_YEAR, 0.2, 8),
+    "SOL-USD": Profile(150.0, 0.90, 3, CRYPTO_YEAR, 5.0, 4),
+    "DOGE-USD": Profile(0.16, 1.00, 6, CRYPTO_YEAR, 2000.0, 1),
+    "PEPE-USD": Profile(0.00001234, 1.20, 10, CRYPTO_YEAR, 50_000_000.0, 0),
+    "AAPL": Profile(230.0, 0.25, 2, size=100.0),
+    "MSFT": Profile(420.0, 0.25, 2, size=60.0),
+    "NVDA": Profile(140.0, 0.50, 2, size=200.0),
+    "TSLA": Profile(250.0, 0.60, 2, size=100.0),
+    "AMZN": Profile(190.0, 0.35, 2, size=100.0),
+    "GOOGL": Profile(170.0, 0.30, 2, size=100.0),
+    "EUR-USD": Profile(1.08, 0.08, 5, size=100_000.0),
+    "GBP-USD": Profile(1.27, 0.09, 5, size=100_000.0),
+    "USD-JPY": Profile(150.0, 0.10, 3, size=100_000.0),
 }
+SIZE_SIGMA = 1.0  # log-normal spread of trade sizes: the 90th percentile is about 3.6 x the median
 
 
 def profile_for(symbol: str) -> Profile:
@@ -66,6 +73,7 @@ class SimSource(Source):
         self.symbols = list(symbols)
         self.interval = interval
         self.random = random.Random(seed)
+        self.sizes = random.Random(None if seed is None else f"sizes:{seed}")
         self.profiles = {s: profile_for(s) for s in self.symbols}
         self.prices = {s: p.start for s, p in self.profiles.items()}
 
@@ -87,7 +95,16 @@ class SimSource(Source):
             smallest = 10.0**-profile.decimals
             price = max(self.prices[symbol] * step, smallest)
             self.prices[symbol] = price
-            ticks.append(Tick(symbol, format_price(price, profile.decimals), now_us))
+            size = self.sizes.lognormvariate(math.log(profile.size), SIZE_SIGMA)
+            lot = 10.0**-profile.size_decimals
+            ticks.append(
+                Tick(
+                    symbol,
+                    format_price(price, profile.decimals),
+                    now_us,
+                    format_price(max(size, lot), profile.size_decimals),
+                )
+            )
         return ticks
 
 
