@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from tests import test_page
 from tests.conftest import Server, eventually
-from tests.test_page import SQLITE_ONLY, Browser, open_page
+from tests.test_page import SQLITE_ONLY, Browser, kill_hard, open_page, restart_on_same_port
 from ticker import ROOT
 
 browser = test_page.browser  # the same fixture: chromium, and no script error or CSP violation
@@ -292,6 +294,14 @@ def test_opening_the_view_changing_the_interval_reloading_and_going_back(
     assert url_query(browser) == {"symbols": "BTC-USD,ETH-USD"}
     assert browser.page.evaluate("() => history.length") == entries + 1
 
+    # Removing the open symbol closes its view.
+    browser.page.click("#board .row:first-child")
+    wait_detail(browser, "BTC-USD", "5m")
+    browser.page.click("#board .row:first-child .remove")
+    eventually(lambda: browser.page.is_hidden("#detail"), "the view closed with its symbol")
+    assert url_query(browser) == {"symbols": "ETH-USD"}
+    assert browser.state("detail") is None
+
     # A shared link opens the view in a fresh tab; a bad interval falls back to 1m.
     page = browser.page.context.new_page()
     page.goto(f"{server.base}/?symbols=ETH-USD,BTC-USD&detail=eth-usd&interval=2m")
@@ -300,6 +310,33 @@ def test_opening_the_view_changing_the_interval_reloading_and_going_back(
     assert url_query(other)["interval"] == "1m" and url_query(other)["detail"] == "ETH-USD"
     assert other.problems == []
     page.close()
+
+
+def test_a_reset_fetches_the_view_again_from_the_new_log(
+    serve: Callable[..., Server],
+    browser: Browser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = {"source": "none", "symbols": SYMBOLS}
+    server = serve(**config)
+    server.post_ticks(history("BTC-USD", minute_ago(20), 15))
+    open_page(browser, server, "?symbols=BTC-USD&detail=BTC-USD&interval=1m")
+    wait_detail(browser, "BTC-USD", "1m")
+    kill_hard(server)
+    browser.wait_connection("reconnecting")
+    # Back on an empty log: the page's last id is ahead of the new head.
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    again = restart_on_same_port(serve, monkeypatch, server.port, database_url=fresh, **config)
+    again.post_ticks(history("BTC-USD", minute_ago(6), 4, seed=5))
+    browser.page.wait_for_selector("#notice", state="visible")
+    browser.wait_connection("live")
+    assert browser.state("resets") == 1
+    eventually(lambda: len(detail(browser)["candles"]) == 4, "the new log's candles")
+    assert_page_equals_api(browser, again, "BTC-USD", "1m")
+    again.post_ticks([{"symbol": "BTC-USD", "price": "1.25", "size": "3"}])
+    eventually(lambda: detail(browser)["candles"][-1]["close"] == "1.25", "a live tick after")
+    assert_page_equals_api(browser, again, "BTC-USD", "1m")
 
 
 def test_the_crosshair_reads_out_the_candle_under_the_pointer(
