@@ -499,6 +499,7 @@ def test_the_chart_library_is_vendored_and_credited(
     vendored = ROOT / "ticker/static/vendor/lightweight-charts.standalone.production.js"
     version = (ROOT / "ticker/static/vendor/lightweight-charts.VERSION").read_text().split()[1]
     assert f"Lightweight Charts™ v{version}" in vendored.read_text(encoding="utf-8")[:200]
+    assert f"**{version}** (Apache-2.0)" in (ROOT / "README.md").read_text(encoding="utf-8")
     browser.page.click("#board .row:first-child")
     eventually(lambda: browser.page.evaluate("() => window.LightweightCharts?.version()"), "lib")
     assert browser.page.evaluate("() => window.LightweightCharts.version()") == version
