@@ -11,7 +11,11 @@ several load processes on several 127.0.0.x source addresses.
 Fan-out and idle streams are measured for ticker and, side by side, for the
 plain Flask + gevent fan-out of ``docs/reference_fanout.py`` (no log).
 
-Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``.
+Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
+(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``machine``).  ``post`` is
+the appends alone, with and without sizes; ``candles`` builds a log of a
+million ticks, rolls it up and times ``/api/candles`` and ``/api/symbols``
+(``docs/benchmark_market.py``).
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
 """
 
@@ -224,7 +228,9 @@ def idle_rss(tmp: Path, clients: int, reference: bool = False) -> dict[str, Any]
     }
 
 
-def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
+def post_and_replay(
+    db_url: str, total: int, sized: bool = False, replay: bool = True
+) -> dict[str, Any]:
     """Append ``total`` ticks in POST batches of 1,000, then replay them to one client."""
     server = Server(db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT")
     try:
@@ -233,6 +239,9 @@ def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
         started = time.perf_counter()
         for _ in range(0, total, 1000):
             batch = [{"symbol": symbols[i % 4], "price": f"{100 + i % 97}.25"} for i in range(1000)]
+            if sized:
+                for i, tick in enumerate(batch):
+                    tick["size"] = f"0.{i % 89 + 1:03d}00000"
             body = json.dumps(batch)
             conn.request(
                 "POST",
@@ -245,6 +254,12 @@ def post_and_replay(db_url: str, total: int) -> dict[str, Any]:
             assert answer.status == 201, answer.status
         appended = total / (time.perf_counter() - started)
         conn.close()
+        if not replay:
+            return {
+                "database": db_url.split(":", 1)[0].split("+")[0],
+                "sizes": "yes" if sized else "no",
+                "POST ticks/s (batches of 1,000)": round(appended),
+            }
 
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         started = time.perf_counter()
@@ -342,9 +357,12 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, smaller counts")
-    parser.add_argument("--only", default="", help="comma-separated: fanout,rss,log,machine")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: fanout,rss,log,post,candles,machine"
+    )
     args = parser.parse_args()
-    only = set(filter(None, args.only.split(","))) or {"fanout", "rss", "log", "machine"}
+    everything = {"fanout", "rss", "log", "post", "candles", "machine"}
+    only = set(filter(None, args.only.split(","))) or everything
     quick = args.quick
     with open("/proc/cpuinfo") as info:
         model = next((ln.split(":", 1)[1].strip() for ln in info if "model name" in ln), "?")
@@ -370,6 +388,19 @@ def main() -> None:
             if pg:
                 rows.append(post_and_replay(pg, total))
             show("The log: appends and replay (1 worker on core 0)", rows)
+        if "post" in only:
+            total = 50_000 if quick else 500_000
+            rows = []
+            for sized in (False, True):
+                rows.append(post_and_replay(sqlite_url(tmp, "post"), total, sized, replay=False))
+                pg = postgres_url("ticker_bench")
+                if pg:
+                    rows.append(post_and_replay(pg, total, sized, replay=False))
+            show("Appends alone (1 worker on core 0)", rows)
+        if "candles" in only:
+            import benchmark_market  # docs/, beside this script
+
+            benchmark_market.run(tmp, quick, sqlite_url, postgres_url, show)
         if "machine" in only:
             n = 8000 if quick else 40000
             show("Whole machine", [whole_machine(tmp, n, workers=4, processes=4)])

@@ -428,3 +428,36 @@ def test_the_config_package_re_exports_every_name_it_lists() -> None:
 
     for name in ticker.config.__all__:
         assert getattr(ticker.config, name) is not None, name
+
+
+def test_candle_retention_defaults_keep_fine_candles_briefly_and_coarse_ones_for_ever() -> None:
+    keep = dict(load_settings("sqlite://", environ={}).candle_retention)
+    day = 86400.0
+    assert keep == {
+        1: day, 60: 30 * day, 300: 90 * day, 900: 180 * day, 3600: 730 * day,
+        14400: None, 86400: None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "changed"),
+    [
+        ("90d", dict.fromkeys((1, 60, 300, 900, 3600, 14400, 86400), 90 * 86400.0)),
+        ("forever", dict.fromkeys((1, 60, 300, 900, 3600, 14400, 86400))),
+        ("1s=2d, 1D=365d", {1: 2 * 86400.0, 86400: 365 * 86400.0}),
+        ("4h=forever,1m=24h", {14400: None, 60: 86400.0}),
+    ],
+)
+def test_candle_retention_is_read(raw: str, changed: dict[int, float | None]) -> None:
+    keep = dict(
+        load_settings("sqlite://", environ={"TICKER_CANDLE_RETENTION": raw}).candle_retention
+    )
+    defaults = dict(load_settings("sqlite://", environ={}).candle_retention)
+    assert keep == {**defaults, **changed}
+
+
+@pytest.mark.parametrize("raw", ["2m=1d", "1s", "1s=", "1s=0d", "1s=5x", "1m=1h", "1h=12h", "=1d"])
+def test_a_bad_candle_retention_stops_start_up_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings("sqlite://", environ={"TICKER_CANDLE_RETENTION": raw})
+    assert error.value.variable == "TICKER_CANDLE_RETENTION"

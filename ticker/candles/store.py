@@ -62,11 +62,21 @@ FIELDS = (
     "start, open, high, low, close, volume, ticks, first_id, last_id,"
     " open_ts, open_id, close_ts, close_id, high_id, low_id"
 )
+_NAMES = FIELDS.replace(" ", "").split(",")
+_ON_CONFLICT = " ON CONFLICT (symbol, width, start) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _NAMES[1:]
+)
 _UPSERT = (
     f"INSERT INTO candles (symbol, width, {FIELDS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (symbol, width, start) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in FIELDS.replace(" ", "").split(",")[1:])
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _ON_CONFLICT
+)
+# PostgreSQL: one statement with an array per column, as the log's appends do.
+_TYPES = ["text", "int", "bigint", *["text"] * 5, *["bigint"] * 9]
+_PG_UPSERT = (
+    f"INSERT INTO candles (symbol, width, {FIELDS}) SELECT * FROM unnest("
+    + ", ".join(f"?::{t}[]" for t in _TYPES)
+    + ")"
+    + _ON_CONFLICT
 )
 
 
@@ -115,6 +125,16 @@ def reading(engine: Engine) -> Iterator[Connection]:
 def _load(conn: Connection, width: int, keys: Sequence[tuple[str, int]]) -> dict[Any, Candle]:
     """Return the stored candles of ``keys`` (symbol, start) at ``width``."""
     found: dict[Any, Candle] = {}
+    if conn.dialect.name == "postgresql":
+        # One statement with two array parameters: a query per key costs more than the rollup.
+        sql = (
+            f"SELECT c.symbol, {', '.join('c.' + f for f in _NAMES)} FROM candles c"
+            " JOIN unnest(?::text[], ?::bigint[]) AS k(symbol, start)"
+            " ON c.symbol = k.symbol AND c.start = k.start WHERE c.width = ?"
+        )
+        for row in log.driver_rows(conn, sql, ([k[0] for k in keys], [k[1] for k in keys], width)):
+            found[(row[0], int(row[1]))] = from_row(row[1:])
+        return found
     by_symbol: dict[str, list[int]] = defaultdict(list)
     for symbol, start in keys:
         by_symbol[symbol].append(start)
@@ -130,25 +150,36 @@ def _load(conn: Connection, width: int, keys: Sequence[tuple[str, int]]) -> dict
     return found
 
 
+def _write(conn: Connection, params: list[tuple[object, ...]]) -> None:
+    """Insert or replace the candles of ``params`` (rows of ``_params``)."""
+    if not params:
+        return
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            columns = [list(c) for c in zip(*params, strict=True)]
+            cursor.execute(_PG_UPSERT.replace("?", "%b"), columns)  # binary: no quoting
+        else:
+            cursor.executemany(_UPSERT, params)
+    finally:
+        cursor.close()
+
+
 def _fold_events(conn: Connection, events: Sequence[Any]) -> None:
     """Merge ``events`` into the stored candles of every width (read, merge, write)."""
     level = fold(events, WIDTHS[0])
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        for index, width in enumerate(WIDTHS):
-            if index:
-                level = coarsen(level, width)
-            stored = _load(conn, width, list(level))
-            params = []
-            for key, new in level.items():
-                have = stored.get(key)
-                if have is not None:
-                    have.merge(new)
-                    new = have
-                params.append(_params(key[0], width, new))
-            cursor.executemany(_sql(conn, _UPSERT), params)
-    finally:
-        cursor.close()
+    for index, width in enumerate(WIDTHS):
+        if index:
+            level = coarsen(level, width)
+        stored = _load(conn, width, list(level))
+        params = []
+        for key, new in level.items():
+            have = stored.get(key)
+            if have is not None:
+                have.merge(new)
+                new = have
+            params.append(_params(key[0], width, new))
+        _write(conn, params)
 
 
 def fold_through(conn: Connection, upto: int | None = None) -> int:
