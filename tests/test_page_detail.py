@@ -282,10 +282,13 @@ def test_opening_the_view_changing_the_interval_reloading_and_going_back(
     browser.page.keyboard.press("Enter")
     wait_detail(browser, "ETH-USD", "5m")  # the interval chosen last
     assert url_query(browser)["detail"] == "ETH-USD"
+    assert browser.page.evaluate("() => document.activeElement.id") == "detail-title"
     assert_page_equals_api(browser, server, "ETH-USD", "5m")
     browser.page.keyboard.press("Escape")
     eventually(lambda: browser.page.is_hidden("#detail"), "the view closed by Escape")
     assert url_query(browser) == {"symbols": "BTC-USD,ETH-USD"}
+    focused = "() => document.activeElement.querySelector('.sym')?.textContent"
+    assert browser.page.evaluate(focused) == "ETH-USD"  # back on its row
     browser.page.focus("#board .row:first-child")
     browser.page.keyboard.press(" ")
     wait_detail(browser, "BTC-USD", "5m")

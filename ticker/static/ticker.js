@@ -72,7 +72,7 @@
     retryTimer: null,
     retryDelay: 1000,
     renderPending: false,
-    stats: new Map(), // symbol -> {stats, stale}, from /api/symbols
+    stats: new Map(), // symbol -> {stats, stale, anchor}, from /api/symbols
     statsTimer: null,
     statsBusy: false,
     detail: null, // the symbol whose detail view is open
@@ -153,7 +153,7 @@
     });
     return {
       symbol,
-      points: [], // {id, price, ts}, ascending id, no duplicates
+      points: [], // {id, price, ts, size}, ascending id, no duplicates
       precision: 0,
       epoch: 0, // bumped on reset so a stale back-fill is dropped
       filled: false,
@@ -682,6 +682,9 @@
       history.back(); // popstate closes it
       return;
     }
+    // The focus goes back to the row, unless the person had moved it elsewhere.
+    const focused = document.activeElement;
+    const refocus = !focused || focused === document.body || ui.detail.contains(focused);
     state.detail = null;
     detail.hide();
     const row = state.rows.get(symbol);
@@ -689,8 +692,7 @@
     if (how === "back" || how === "replace") {
       history.replaceState(null, "", pageUrl(state.symbols));
     }
-    if (row && ui.detail.contains(document.activeElement)) row.el.li.focus();
-    else if (row && how !== "replace") row.el.li.focus({ preventScroll: true });
+    if (row && refocus) row.el.li.focus();
   }
 
   ui.detailClose.addEventListener("click", () => closeDetail("back"));
