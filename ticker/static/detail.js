@@ -55,6 +55,7 @@ window.TickerDetail = (function () {
       epoch: 0, // bumped for each new view, so a late answer for an old one is dropped
       error: null,
       precision: 0,
+      priceFormatSet: false,
       chart: null,
       price: null,
       volume: null,
@@ -250,6 +251,9 @@ window.TickerDetail = (function () {
       const url =
         `${candlesUrl}?symbol=${encodeURIComponent(view.symbol)}` +
         `&interval=${encodeURIComponent(view.interval)}`;
+      // Every tick that reached the page before this request is in its answer: only
+      // those that come while it is on its way need holding (on a retry as well).
+      view.candles.held = [];
       try {
         const [charts, response] = await Promise.all([
           loadLibrary(chartsUrl),
