@@ -188,6 +188,42 @@ def test_detail_candles_equal_the_api_and_the_forming_candle_follows_live_ticks(
     assert_page_equals_api(browser, server, "BTC-USD", "1m")
 
 
+def test_live_ticks_into_older_candles_ties_and_ticks_without_size_count_as_the_server_counts(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    server = serve(source="none", symbols=SYMBOLS)
+    start = minute_ago(30)
+    server.post_ticks(history("BTC-USD", start, 20))
+    server.post_ticks(history("BTC-USD", start + timedelta(minutes=22), 3, seed=9))
+    open_page(browser, server, "?symbols=BTC-USD&detail=BTC-USD&interval=1m")
+    wait_detail(browser, "BTC-USD", "1m")
+    served = api_candles(server, "BTC-USD", "1m")
+    assert len(served) == 23
+    older = served[5]  # not the newest: the chart redraws it
+    at = datetime.fromisoformat(older["start"].replace("Z", "+00:00"))
+    high = Decimal(older["high"])
+    late = iso(at + timedelta(seconds=55))  # after that minute's ticks, as a late trade
+    ticks = [
+        # the same high written with one more zero: the first one stays
+        {"symbol": "BTC-USD", "price": f"{high:.3f}", "ts": late, "size": "0.100"},
+        # a new high, then a tick without size: the volume keeps its digits
+        {"symbol": "BTC-USD", "price": f"{high + 1:.2f}", "ts": late},
+        # equal times: the larger id is the close
+        {"symbol": "BTC-USD", "price": "60000.5", "ts": late, "size": "2.5"},
+        # a minute no candle had yet, between two that have: a candle is inserted
+        {"symbol": "BTC-USD", "price": "61000", "ts": iso(start + timedelta(minutes=21))},
+    ]
+    for tick in ticks:
+        (tick_id,) = server.post_ticks([tick])
+        eventually(lambda i=tick_id: detail(browser)["anchor"] == i, f"tick {tick_id} applied")
+        assert_page_equals_api(browser, server, "BTC-USD", "1m")
+    changed = next(c for c in detail(browser)["candles"] if c["start"] == older["start"])
+    assert changed["high"] == f"{high + 1:.2f}" and changed["close"] == "60000.5"
+    assert changed["ticks"] == older["ticks"] + 3
+    assert len(detail(browser)["candles"]) == len(served) + 1
+    assert detail(browser)["candles"][20]["open"] == "61000"
+
+
 def test_ticks_already_in_the_back_filled_candles_are_not_counted_again(
     serve: Callable[..., Server], browser: Browser
 ) -> None:
