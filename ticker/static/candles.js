@@ -1,5 +1,6 @@
 // Candles of one symbol and interval, as /api/candles gives them, kept moving by live
 // ticks: the forming candle's close, high, low, volume and count follow each tick.
+// And the rows' 24-hour statistics, moved on the same way (dayStats).
 //
 // No gap and no double count, by the sparklines' anchor rule.  The back-fill is one
 // answer of /api/candles, a snapshot of the log: every tick of the symbol up to some id
@@ -147,5 +148,33 @@ window.TickerCandles = (function () {
     }
   }
 
-  return Object.freeze({ INTERVALS, Candles, micros });
+  const DAY_US = 86400e6;
+
+  // A symbol's 24-hour statistics, as /api/symbols gave them (or null), moved on by the
+  // ticks that came after them, so that they never lag the last price.  The same anchor
+  // rule as the candles: the answer counts every tick up to the symbol's latest tick in
+  // it (``anchor``), so only ticks with a larger id are folded in, with the server's own
+  // arithmetic: exact decimals, high and low kept as given, change % rounded half away
+  // from zero, the window the rolling 24 hours up to the current minute.
+  function dayStats(base, anchor, ticks, nowUs) {
+    const windowStart = Math.floor(nowUs / 60e6) * 60e6 + 60e6 - DAY_US;
+    let stats = base ? { ...base } : null;
+    let close = null;
+    for (const t of ticks) {
+      if (t.id <= anchor || !D.isDecimal(t.price) || micros(t.ts) < windowStart) continue;
+      if (!stats) stats = { open: t.price, high: t.price, low: t.price, volume: "0", ticks: 0 };
+      if (D.compare(t.price, stats.high) > 0) stats.high = t.price;
+      if (D.compare(t.price, stats.low) < 0) stats.low = t.price;
+      if (D.isDecimal(t.size)) stats.volume = D.add(stats.volume, t.size);
+      stats.ticks += 1;
+      close = t.price;
+    }
+    if (stats && close !== null) {
+      stats.change = D.subtract(close, stats.open);
+      stats.change_pct = D.percent(stats.change, stats.open);
+    }
+    return stats;
+  }
+
+  return Object.freeze({ INTERVALS, Candles, micros, dayStats });
 })();

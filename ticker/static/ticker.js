@@ -18,7 +18,6 @@
   const MAX_SYMBOLS = Number(root.dataset.maxSymbols) || 50;
   const STATS_EVERY = 5000; // ms between two reads of /api/symbols (24-hour stats, stale)
   const DEFAULT_INTERVAL = "1m";
-  const DAY_US = 86400e6;
   const D = window.TickerDecimal;
   const CHART_POINTS = 500; // events kept per symbol; also the back-fill page size
   const STORE_PREFIX = "ticker:resume:";
@@ -207,41 +206,15 @@
     li.classList.add("flash-" + dir);
   }
 
-  // The server's 24-hour statistics moved on by the ticks that came after them, so that
-  // they never lag the last price.  The same anchor rule as the charts: the answer of
-  // /api/symbols holds every tick up to the symbol's latest tick in it, so only ticks
-  // with a larger id are folded in, with the server's own arithmetic (exact decimals,
-  // high and low kept as given, change % rounded half away from zero).
-  function liveStats(base, anchor, points) {
-    const now = Date.now() * 1000;
-    const windowStart = Math.floor(now / 60e6) * 60e6 + 60e6 - DAY_US; // as the server's
-    let stats = base ? { ...base } : null;
-    let close = null;
-    for (const p of points) {
-      if (p.id <= anchor || !D.isDecimal(p.price)) continue;
-      if (window.TickerCandles.micros(p.ts) < windowStart) continue;
-      if (!stats) {
-        stats = { open: p.price, high: p.price, low: p.price, volume: "0", ticks: 0 };
-      }
-      if (D.compare(p.price, stats.high) > 0) stats.high = p.price;
-      if (D.compare(p.price, stats.low) < 0) stats.low = p.price;
-      if (D.isDecimal(p.size)) stats.volume = D.add(stats.volume, p.size);
-      stats.ticks += 1;
-      close = p.price;
-    }
-    if (stats && close !== null) {
-      stats.change = D.subtract(close, stats.open);
-      stats.change_pct = D.percent(stats.change, stats.open);
-    }
-    return stats;
-  }
-
   // The 24-hour statistics and the stale mark: the decimal strings as they came
   // (digits grouped), the staleness as the server judges it, never guessed here.
   function renderStats(row) {
     const { li, change, stale, high, low, volume } = row.el;
     const known = state.stats.get(row.symbol);
-    const stats = known ? liveStats(known.stats, known.anchor, row.points) : null;
+    // The server's figures moved on by the ticks since its answer (candles.js).
+    const stats = known
+      ? window.TickerCandles.dayStats(known.stats, known.anchor, row.points, Date.now() * 1000)
+      : null;
     const isStale = Boolean(known && known.stale);
     stale.hidden = !isStale;
     if (isStale) li.dataset.stale = "true";
