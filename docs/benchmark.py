@@ -229,10 +229,10 @@ def idle_rss(tmp: Path, clients: int, reference: bool = False) -> dict[str, Any]
 
 
 def post_and_replay(
-    db_url: str, total: int, sized: bool = False, replay: bool = True
+    db_url: str, total: int, sized: bool = False, replay: bool = True, **config: Any
 ) -> dict[str, Any]:
     """Append ``total`` ticks in POST batches of 1,000, then replay them to one client."""
-    server = Server(db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT")
+    server = Server(db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT", **config)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         symbols = ["BTC-USD", "ETH-USD", "AAPL", "MSFT"]
@@ -258,6 +258,7 @@ def post_and_replay(
             return {
                 "database": db_url.split(":", 1)[0].split("+")[0],
                 "sizes": "yes" if sized else "no",
+                "rollup job": "off" if config else "every 1 s",
                 "POST ticks/s (batches of 1,000)": round(appended),
             }
 
@@ -391,11 +392,14 @@ def main() -> None:
         if "post" in only:
             total = 50_000 if quick else 500_000
             rows = []
-            for sized in (False, True):
-                rows.append(post_and_replay(sqlite_url(tmp, "post"), total, sized, replay=False))
+            # The rollup job shares the worker's core: also measured with it off.
+            plans = [(False, {}), (True, {}), (True, {"rollup_interval": 86400})]
+            for sized, config in plans:
+                url = sqlite_url(tmp, "post")
+                rows.append(post_and_replay(url, total, sized, replay=False, **config))
                 pg = postgres_url("ticker_bench")
                 if pg:
-                    rows.append(post_and_replay(pg, total, sized, replay=False))
+                    rows.append(post_and_replay(pg, total, sized, replay=False, **config))
             show("Appends alone (1 worker on core 0)", rows)
         if "candles" in only:
             import benchmark_market  # docs/, beside this script

@@ -64,23 +64,25 @@ class Candle:
     low_value: Decimal
 
     @classmethod
-    def of(cls, start: int, event: Event) -> Candle:
-        """Return the candle of one event."""
+    def of(cls, start: int, event: Event, value: Decimal | None = None) -> Candle:
+        """Return the candle of one event (``value``: its price as a decimal, if known)."""
         price, eid, ts = event.price, event.id, event.ts
-        value = Decimal(price)
+        if value is None:
+            value = Decimal(price)
         volume = ZERO if event.size is None else Decimal(event.size)
         return cls(
             start, price, price, price, price, volume, 1, eid, eid,
             ts, eid, ts, eid, eid, eid, value, value,
         )  # fmt: skip
 
-    def add(self, event: Event) -> None:
-        """Fold one event into this candle."""
+    def add(self, event: Event, value: Decimal | None = None) -> None:
+        """Fold one event into this candle (``value``: its price as a decimal, if known)."""
         eid, ts, price = event.id, event.ts, event.price
-        value = Decimal(price)
-        if (ts, eid) < (self.open_ts, self.open_id):
+        if value is None:
+            value = Decimal(price)
+        if ts < self.open_ts or (ts == self.open_ts and eid < self.open_id):
             self.open, self.open_ts, self.open_id = price, ts, eid
-        if (ts, eid) > (self.close_ts, self.close_id):
+        if ts > self.close_ts or (ts == self.close_ts and eid > self.close_id):
             self.close, self.close_ts, self.close_id = price, ts, eid
         if value > self.high_value or (value == self.high_value and eid < self.high_id):
             self.high, self.high_value, self.high_id = price, value, eid
@@ -89,8 +91,10 @@ class Candle:
         if event.size is not None:
             self.volume = EXACT.add(self.volume, Decimal(event.size))
         self.ticks += 1
-        self.first_id = min(self.first_id, eid)
-        self.last_id = max(self.last_id, eid)
+        if eid < self.first_id:
+            self.first_id = eid
+        elif eid > self.last_id:
+            self.last_id = eid
 
     def merge(self, other: Candle) -> None:
         """Fold ``other`` (the same bucket, other ticks) into this candle."""
@@ -122,15 +126,19 @@ class Candle:
 def fold(events: Iterable[Event], width: int) -> dict[tuple[str, int], Candle]:
     """Return the candles of ``events`` by (symbol, bucket start)."""
     found: dict[tuple[str, int], Candle] = {}
+    values: dict[str, Decimal] = {}  # prices repeat: parse each once
     span = width * US
     for event in events:
         start = event.ts - event.ts % span
         key = (event.symbol, start)
+        value = values.get(event.price)
+        if value is None:
+            value = values[event.price] = Decimal(event.price)
         candle = found.get(key)
         if candle is None:
-            found[key] = Candle.of(start, event)
+            found[key] = Candle.of(start, event, value)
         else:
-            candle.add(event)
+            candle.add(event, value)
     return found
 
 
