@@ -166,11 +166,15 @@ def test_page_shows_latest_prices_and_follows_added_and_removed_symbols(
     # The price is shown to the symbol's precision: the most decimals it has come with.
     eventually(lambda: browser.row_text("BTC-USD", "price") == "67,012.35", "BTC-USD price")
     eventually(lambda: browser.row_text("AAPL", "price") == "231.25", "AAPL price")
+    # The change is the server's 24-hour one, its decimal strings as given.
     assert browser.row_text("AAPL", "change") == "+1.25 (+0.54%)"
 
     server.post_ticks([{"symbol": "BTC-USD", "price": "67100"}])
     eventually(lambda: browser.row_text("BTC-USD", "price") == "67,100.00", "live BTC-USD")
-    assert browser.row_text("BTC-USD", "change") == "+87.70 (+0.13%)"
+    stats = {r["symbol"]: r["stats"] for r in server.get("/api/symbols")["symbols"]}["BTC-USD"]
+    assert (stats["change"], stats["change_pct"]) == ("87.7", "0.13")
+    # Read again within a few seconds (STATS_EVERY in ticker.js).
+    eventually(lambda: browser.row_text("BTC-USD", "change") == "+87.7 (+0.13%)", "new stats", 8)
     assert browser.page.get_attribute("#board .row:first-child", "data-dir") == "up"
     assert browser.row_text("BTC-USD", "updated")
 

@@ -78,6 +78,7 @@ def test_a_wheel_holds_every_package_and_the_static_files(tmp_path: Path) -> Non
     ]
     # Every package under ticker/ and every static file, so that a new one cannot be left out.
     needed += [p.relative_to(ROOT).as_posix() for p in (ROOT / "ticker").rglob("__init__.py")]
-    needed += [p.relative_to(ROOT).as_posix() for p in (ROOT / "ticker/static").iterdir()]
+    static = (ROOT / "ticker/static").rglob("*")
+    needed += [p.relative_to(ROOT).as_posix() for p in static if p.is_file()]
     missing = sorted(set(needed) - held)
     assert not missing, f"the wheel lacks {missing}: add them to pyproject's [tool.setuptools]"

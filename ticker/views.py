@@ -7,13 +7,15 @@ connection.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, g, render_template, request
+from flask import Blueprint, Response, current_app, g, render_template, request
 
-from ticker import lifecycle, params, sse, stream
+from ticker import candles, lifecycle, params, sse, stream
 from ticker.state import AppState, app_state
 
 bp = Blueprint("views", __name__)
@@ -34,13 +36,28 @@ PAGE_POLICY = "; ".join(
 )
 
 
+# The detail chart's intervals: those of /api/candles.
+CHART_INTERVALS = tuple(candles.INTERVALS)
+CHART_NOTICE = Path("vendor") / "lightweight-charts.NOTICE.txt"
+
+
+@functools.cache
+def _notice_lines(static_folder: str) -> tuple[str, ...]:
+    """The vendored chart library's NOTICE, which its licence asks the page to show."""
+    text = (Path(static_folder) / CHART_NOTICE).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 @bp.get("/")
 def index() -> Response:
     """Render the ticker page, under a policy that allows only our own scripts and styles."""
-    response = Response(
-        render_template("index.html", max_symbols=app_state().settings.max_symbols),
-        content_type="text/html; charset=utf-8",
+    page = render_template(
+        "index.html",
+        max_symbols=app_state().settings.max_symbols,
+        intervals=CHART_INTERVALS,
+        chart_notice=_notice_lines(str(current_app.static_folder)),
     )
+    response = Response(page, content_type="text/html; charset=utf-8")
     response.headers["Content-Security-Policy"] = PAGE_POLICY
     response.headers["Referrer-Policy"] = "same-origin"
     return response

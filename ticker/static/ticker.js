@@ -1,5 +1,6 @@
 // The ticker page: one row per watched symbol, fed by /stream, charts back-filled
-// from /api/ticks.
+// from /api/ticks, 24-hour statistics and stale marks from /api/symbols, and the
+// detail view of one symbol (detail.js) with its candles from /api/candles.
 //
 // No tick is lost or shown twice.  Each chart is a list of events sorted by id.
 // Back-fill reads the log up to an anchor id (the resume point, or the head of a
@@ -15,6 +16,9 @@
   const SYMBOLS_URL = root.dataset.symbolsUrl;
   const TICKS_URL = root.dataset.ticksUrl;
   const MAX_SYMBOLS = Number(root.dataset.maxSymbols) || 50;
+  const STATS_EVERY = 5000; // ms between two reads of /api/symbols (24-hour stats, stale)
+  const DEFAULT_INTERVAL = "1m";
+  const D = window.TickerDecimal;
   const CHART_POINTS = 500; // events kept per symbol; also the back-fill page size
   const STORE_PREFIX = "ticker:resume:";
   const SVG = "http://www.w3.org/2000/svg";
@@ -34,7 +38,24 @@
     board: $("board"),
     empty: $("empty"),
     lastId: $("last-id"),
+    detail: $("detail"),
+    detailTitle: $("detail-title"),
+    detailClose: $("detail-close"),
+    intervals: $("intervals"),
   };
+
+  const detail = window.TickerDetail.create({
+    el: {
+      root: ui.detail,
+      symbol: $("detail-symbol"),
+      intervals: ui.intervals,
+      readout: $("detail-readout"),
+      chart: $("detail-chart"),
+      status: $("detail-status"),
+    },
+    candlesUrl: root.dataset.candlesUrl,
+    chartsUrl: root.dataset.chartsUrl,
+  });
 
   const state = {
     tracked: [], // every symbol the server tracks, from /api/symbols
@@ -50,49 +71,58 @@
     retryTimer: null,
     retryDelay: 1000,
     renderPending: false,
+    stats: new Map(), // symbol -> {stats, stale, anchor}, from /api/symbols
+    statsTimer: null,
+    statsBusy: false,
+    detail: null, // the symbol whose detail view is open
+    interval: DEFAULT_INTERVAL, // its candles' interval
   };
 
-  // ---- decimals: prices stay strings, arithmetic is exact on scaled BigInts ----
+  // ---- decimals: prices stay strings, arithmetic is exact (decimal.js) ----
 
+  const { decimals, scaled, formatPrice } = D;
   const PRICE_RE = /^\d+(\.\d+)?$/;
-
-  function decimals(price) {
-    const dot = price.indexOf(".");
-    return dot < 0 ? 0 : price.length - dot - 1;
-  }
-
-  function scaled(price, precision) {
-    const [whole, frac = ""] = price.split(".");
-    return BigInt(whole + frac.padEnd(precision, "0"));
-  }
-
-  function group(digits) {
-    return digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-  }
-
-  function formatScaled(value, precision) {
-    const digits = (value < 0n ? -value : value).toString().padStart(precision + 1, "0");
-    if (precision === 0) return group(digits);
-    return group(digits.slice(0, -precision)) + "." + digits.slice(-precision);
-  }
-
-  function formatPrice(price, precision) {
-    return PRICE_RE.test(price) ? formatScaled(scaled(price, precision), precision) : price;
-  }
 
   // ---- rows ----
 
   function makeRow(symbol) {
     const li = document.createElement("li");
     li.className = "row";
-    const sym = li.appendChild(document.createElement("span"));
+    // The row opens the symbol's detail view: a click, or Enter or Space once focused.
+    li.tabIndex = 0;
+    li.title = `Open the ${symbol} chart`;
+    li.setAttribute("aria-controls", "detail");
+    const name = li.appendChild(document.createElement("span"));
+    name.className = "name";
+    const sym = name.appendChild(document.createElement("span"));
     sym.className = "sym";
     sym.textContent = symbol;
+    const stale = name.appendChild(document.createElement("span"));
+    stale.className = "stale";
+    stale.textContent = "stale";
+    stale.title = "No tick for several tick intervals";
+    stale.hidden = true;
     const price = li.appendChild(document.createElement("span"));
     price.className = "price";
     price.textContent = "—";
     const change = li.appendChild(document.createElement("span"));
     change.className = "change";
+    const stats = li.appendChild(document.createElement("span"));
+    stats.className = "stats";
+    const cell = (cls, label) => {
+      const span = stats.appendChild(document.createElement("span"));
+      span.className = "stat " + cls;
+      const k = span.appendChild(document.createElement("span"));
+      k.className = "k";
+      k.textContent = label;
+      const v = span.appendChild(document.createElement("span"));
+      v.className = "v";
+      v.textContent = "—";
+      return v;
+    };
+    const high = cell("high", "H");
+    const low = cell("low", "L");
+    const volume = cell("volume", "Vol");
     const chart = li.appendChild(document.createElementNS(SVG, "svg"));
     chart.setAttribute("class", "chart");
     chart.setAttribute("viewBox", `0 0 ${CHART_W} ${CHART_H}`);
@@ -110,18 +140,26 @@
     remove.textContent = "×";
     remove.title = "Stop watching";
     remove.setAttribute("aria-label", "Remove " + symbol);
-    remove.addEventListener("click", () =>
-      watch(state.symbols.filter((s) => s !== symbol), "push"),
-    );
+    remove.addEventListener("click", (e) => {
+      e.stopPropagation(); // not a click on the row: it does not open the chart
+      watch(state.symbols.filter((s) => s !== symbol), "push");
+    });
+    li.addEventListener("click", () => openDetail(symbol));
+    li.addEventListener("keydown", (e) => {
+      if (e.target !== li || (e.key !== "Enter" && e.key !== " ")) return;
+      e.preventDefault(); // Space would scroll the page
+      openDetail(symbol);
+    });
     return {
       symbol,
-      points: [], // {id, price, ts}, ascending id, no duplicates
+      points: [], // {id, price, ts, size}, ascending id, no duplicates
       precision: 0,
       epoch: 0, // bumped on reset so a stale back-fill is dropped
       filled: false,
+      stats: null, // the 24-hour statistics shown
       shown: null, // the last price drawn, to know which way it moved
       dirty: true,
-      el: { li, price, change, chart, base, line, updated },
+      el: { li, price, change, chart, base, line, updated, stale, high, low, volume },
     };
   }
 
@@ -130,11 +168,12 @@
     for (const t of ticks) row.precision = Math.max(row.precision, Math.min(decimals(t.price), 18));
     const points = row.points;
     const newest = points.length ? points[points.length - 1].id : -1;
+    const point = (t) => ({ id: t.id, price: t.price, ts: t.ts, size: t.size });
     if (ticks.every((t, i) => t.id > (i ? ticks[i - 1].id : newest))) {
-      for (const t of ticks) points.push({ id: t.id, price: t.price, ts: t.ts });
+      for (const t of ticks) points.push(point(t));
     } else {
       const byId = new Map(points.map((p) => [p.id, p]));
-      for (const t of ticks) byId.set(t.id, { id: t.id, price: t.price, ts: t.ts });
+      for (const t of ticks) byId.set(t.id, point(t));
       row.points = [...byId.values()].sort((a, b) => a.id - b.id);
     }
     if (row.points.length > CHART_POINTS) row.points.splice(0, row.points.length - CHART_POINTS);
@@ -167,31 +206,53 @@
     li.classList.add("flash-" + dir);
   }
 
+  // The 24-hour statistics and the stale mark: the decimal strings as they came
+  // (digits grouped), the staleness as the server judges it, never guessed here.
+  function renderStats(row) {
+    const { li, change, stale, high, low, volume } = row.el;
+    const known = state.stats.get(row.symbol);
+    // The server's figures moved on by the ticks since its answer (candles.js).
+    const stats = known
+      ? window.TickerCandles.dayStats(known.stats, known.anchor, row.points, Date.now() * 1000)
+      : null;
+    const isStale = Boolean(known && known.stale);
+    stale.hidden = !isStale;
+    if (isStale) li.dataset.stale = "true";
+    else delete li.dataset.stale;
+    row.stats = stats;
+    if (!stats) {
+      change.textContent = known ? "—" : "";
+      change.title = known ? "No tick in the last 24 hours" : "";
+      high.textContent = low.textContent = volume.textContent = "—";
+      delete li.dataset.trend;
+      return;
+    }
+    change.textContent = `${D.formatSigned(stats.change)} (${D.formatSigned(stats.change_pct)}%)`;
+    change.title = `24 hours: open ${D.formatGiven(stats.open)}, ${stats.ticks} ticks`;
+    high.textContent = D.formatGiven(stats.high);
+    low.textContent = D.formatGiven(stats.low);
+    volume.textContent = D.formatGiven(stats.volume);
+    const trend = D.sign(stats.change);
+    li.dataset.trend = trend > 0 ? "up" : trend < 0 ? "down" : "flat";
+  }
+
   function renderRow(row) {
     row.dirty = false;
-    const { li, price, change, chart, base, line, updated } = row.el;
+    const { li, price, chart, line, updated } = row.el;
+    renderStats(row);
     const points = row.points;
     chart.dataset.points = String(points.length);
     if (!points.length) {
       price.textContent = "—";
-      change.textContent = "";
       updated.textContent = "";
       line.setAttribute("points", "");
       return;
     }
-    const first = points[0];
     const last = points[points.length - 1];
     const p = row.precision;
     price.textContent = formatPrice(last.price, p);
-    if (PRICE_RE.test(last.price) && PRICE_RE.test(first.price)) {
+    if (PRICE_RE.test(last.price)) {
       const now = scaled(last.price, p);
-      const diff = now - scaled(first.price, p);
-      const sign = diff > 0n ? "+" : diff < 0n ? "−" : "";
-      const start = scaled(first.price, p);
-      const pct = start > 0n ? Math.abs((Number(diff) / Number(start)) * 100).toFixed(2) : "—";
-      change.textContent = `${sign}${formatScaled(diff, p)} (${sign}${pct}%)`;
-      change.title = "since " + formatTime(first.ts);
-      li.dataset.trend = diff > 0n ? "up" : diff < 0n ? "down" : "flat";
       if (row.shown !== null && PRICE_RE.test(row.shown)) {
         const before = scaled(row.shown, p);
         if (now !== before) {
@@ -383,6 +444,7 @@
     state.resets += 1;
     // The log cannot resume us: what we hold no longer joins what comes next.
     for (const row of state.rows.values()) clearRow(row);
+    detail.reload();
     state.lastId = body.head;
     addTicks(body.ticks);
     backfillAll(body.head);
@@ -421,6 +483,7 @@
     for (const tick of ticks) {
       const row = state.rows.get(tick.symbol);
       if (row) addPoints(row, [tick]);
+      detail.tick(tick); // the open view keeps the ticks above its anchor
     }
   }
 
@@ -454,7 +517,18 @@
   }
 
   function pageUrl(symbols) {
-    return `${location.pathname}?symbols=${symbols.map(encodeURIComponent).join(",")}`;
+    let url = `${location.pathname}?symbols=${symbols.map(encodeURIComponent).join(",")}`;
+    if (state.detail !== null && symbols.includes(state.detail)) {
+      url += `&detail=${encodeURIComponent(state.detail)}&interval=${state.interval}`;
+    }
+    return url;
+  }
+
+  function detailFromUrl() {
+    const query = new URLSearchParams(location.search);
+    const symbol = query.has("detail") ? query.get("detail").trim().toUpperCase() : null;
+    const interval = query.get("interval");
+    return { symbol: symbol || null, interval };
   }
 
   function checked(wanted) {
@@ -482,6 +556,7 @@
     }
     const changed = symbols.join(",") !== state.symbols.join(",");
     state.symbols = symbols.slice();
+    if (state.detail !== null && !symbols.includes(state.detail)) closeDetail("none");
     if (how === "push" && changed) history.pushState(null, "", pageUrl(symbols));
     if (how === "replace") history.replaceState(null, "", pageUrl(symbols));
     ui.empty.hidden = symbols.length > 0;
@@ -523,14 +598,132 @@
     if (symbol && !state.symbols.includes(symbol)) watch([...state.symbols, symbol], "push");
   });
 
-  window.addEventListener("popstate", () => watch(checked(symbolsFromUrl()), "pop"));
+  window.addEventListener("popstate", () => {
+    watch(checked(symbolsFromUrl()), "pop");
+    const asked = detailFromUrl();
+    if (asked.symbol !== null) showDetail(asked.symbol, asked.interval, "pop");
+    else closeDetail("none");
+  });
   window.addEventListener("pagehide", persist);
+
+  // ---- the detail view: one symbol's candles; the URL names it and its interval ----
+
+  function validInterval(interval) {
+    return Object.hasOwn(window.TickerDetail.INTERVALS, interval || "");
+  }
+
+  // Show ``symbol``'s view; ``how`` says what the history does: "push" (a new entry,
+  // so Back closes it), "replace", or "pop"/"load" (the URL already says it).
+  function showDetail(symbol, interval, how) {
+    if (!state.rows.has(symbol)) {
+      showNotice(`No chart for ${symbol}: it is not watched.`);
+      closeDetail("none");
+      history.replaceState(null, "", pageUrl(state.symbols));
+      return;
+    }
+    const fixed = validInterval(interval) ? interval : state.interval;
+    const cleaned = fixed !== interval;
+    const opened = state.detail === null;
+    state.detail = symbol;
+    state.interval = fixed;
+    for (const row of state.rows.values()) {
+      if (row.symbol === symbol) row.el.li.setAttribute("aria-current", "true");
+      else row.el.li.removeAttribute("aria-current");
+    }
+    if (how === "push") history.pushState({ detail: true }, "", pageUrl(state.symbols));
+    else if (how === "replace" || cleaned) {
+      history.replaceState(history.state, "", pageUrl(state.symbols));
+    }
+    detail.show(symbol, fixed, state.rows.get(symbol).precision);
+    if (opened && how === "push") ui.detailTitle.focus();
+  }
+
+  function openDetail(symbol) {
+    if (state.detail === symbol) {
+      ui.detailTitle.focus();
+      return;
+    }
+    showDetail(symbol, state.interval, state.detail === null ? "push" : "replace");
+  }
+
+  // ``how``: "back" (the user closes it: go back if we pushed the entry), "replace"
+  // (drop it from this entry's URL), or "none" (the URL already says it is closed).
+  function closeDetail(how) {
+    const symbol = state.detail;
+    if (symbol === null) return;
+    if (how === "back" && history.state && history.state.detail) {
+      history.back(); // popstate closes it
+      return;
+    }
+    // The focus goes back to the row, unless the person had moved it elsewhere.
+    const focused = document.activeElement;
+    const refocus = !focused || focused === document.body || ui.detail.contains(focused);
+    state.detail = null;
+    detail.hide();
+    const row = state.rows.get(symbol);
+    for (const r of state.rows.values()) r.el.li.removeAttribute("aria-current");
+    if (how === "back" || how === "replace") {
+      history.replaceState(null, "", pageUrl(state.symbols));
+    }
+    if (row && refocus) row.el.li.focus();
+  }
+
+  ui.detailClose.addEventListener("click", () => closeDetail("back"));
+  ui.intervals.addEventListener("click", (e) => {
+    const button = e.target.closest("[data-interval]");
+    if (!button || state.detail === null || button.dataset.interval === state.interval) return;
+    // The interval replaces this entry's URL: Back still closes the view.
+    showDetail(state.detail, button.dataset.interval, "replace");
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.detail !== null && !e.defaultPrevented) closeDetail("back");
+  });
+
+  // ---- 24-hour statistics and stale marks, read every few seconds ----
+
+  function takeStats(rows) {
+    state.stats = new Map(
+      rows.map((r) => [
+        r.symbol,
+        {
+          stats: r.stats || null,
+          stale: r.stale === true,
+          anchor: r.tick ? r.tick.id : 0, // the statistics count every tick up to it
+        },
+      ]),
+    );
+    for (const row of state.rows.values()) row.dirty = true;
+    schedule();
+  }
+
+  async function refreshStats() {
+    clearTimeout(state.statsTimer);
+    if (state.statsBusy) return; // the round under way sets the next one
+    state.statsBusy = true;
+    if (!document.hidden) {
+      try {
+        const response = await fetch(SYMBOLS_URL, { headers: { Accept: "application/json" } });
+        if (response.ok) takeStats((await response.json()).symbols);
+      } catch {
+        // the next round tries again; the rows keep what they show
+      }
+    }
+    state.statsBusy = false;
+    clearTimeout(state.statsTimer);
+    state.statsTimer = setTimeout(refreshStats, STATS_EVERY);
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refreshStats();
+  });
 
   async function start(delay) {
     try {
       const response = await fetch(SYMBOLS_URL, { headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error(`symbols answered ${response.status}`);
-      state.tracked = (await response.json()).symbols.map((s) => s.symbol);
+      const rows = (await response.json()).symbols;
+      state.tracked = rows.map((s) => s.symbol);
+      takeStats(rows);
     } catch (err) {
       setConnection("reconnecting");
       setTimeout(() => start(Math.min(delay * 2, 30000)), delay);
@@ -540,6 +733,9 @@
     const symbols = checked(wanted);
     const cleaned = wanted !== null && symbols.join(",") !== wanted.join(",");
     watch(symbols, cleaned ? "replace" : "load");
+    const asked = detailFromUrl();
+    if (asked.symbol !== null) showDetail(asked.symbol, asked.interval, "load");
+    state.statsTimer = setTimeout(refreshStats, STATS_EVERY);
   }
 
   // What the page holds, for tests and the curious: read-only views of the state.
@@ -569,6 +765,19 @@
     prices(symbol) {
       const row = state.rows.get(symbol);
       return row ? row.points.map((p) => p.price) : null;
+    },
+    // The 24-hour statistics the row shows: the server's, and the ticks since.
+    stats(symbol) {
+      const row = state.rows.get(symbol);
+      return row && row.stats ? { ...row.stats } : null;
+    },
+    // The open detail view: its symbol and interval, its anchor, the candles it holds
+    // (exact strings, as /api/candles has them) and the bars the chart draws.
+    get detail() {
+      return state.detail === null ? null : detail.snapshot();
+    },
+    detailPoint(start) {
+      return detail.point(start);
     },
   });
 
