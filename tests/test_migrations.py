@@ -93,3 +93,21 @@ def test_the_symbol_id_index_exists_and_serves_reads_after_an_id(
         plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
     details = " | ".join(str(row[-1]) for row in plan)
     assert "ix_ticks_symbol_id (symbol=? AND id>?)" in details, details
+
+
+def test_a_downgrade_below_the_sizes_keeps_autoincrement_and_the_index(
+    db_url: str, sqlite_only: None
+) -> None:
+    config = alembic_config(db_url)
+    command.upgrade(config, "head")
+    command.downgrade(config, "0001")
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            sql = conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = 'ticks'"))
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("ticks")}
+    finally:
+        engine.dispose()
+    assert "AUTOINCREMENT" in str(sql).upper()
+    assert "ix_ticks_symbol_id" in indexes
+    command.upgrade(config, "head")

@@ -91,3 +91,21 @@ def test_rows_from_before_the_size_migration_have_no_size(db_url: str) -> None:
         (event,) = log.read_after(conn, 0, None, 10)
     engine.dispose()
     assert event.size is None and "size" not in event.to_dict()
+
+
+def test_the_stream_carries_sizes_in_replay_snapshot_and_live(serve: Any) -> None:
+    from tests.sse_client import SSEStream
+
+    server = serve(source="none", symbols="BTC-USD,AAPL")
+    server.post_ticks([{"symbol": "BTC-USD", "price": "67012.35", "size": "0.00100000"}])
+    with SSEStream(server.base + "/stream?symbols=BTC-USD,AAPL&last_event_id=0") as stream:
+        frames = stream.frames()
+        tick = next(f for f in frames if f.event == "tick")
+        assert tick.json()["size"] == "0.00100000"
+        assert next(f for f in frames if f.event == "live")
+        server.post_ticks([{"symbol": "AAPL", "price": "230.10"}])
+        live = next(f for f in frames if f.event == "tick")
+        assert live.json()["symbol"] == "AAPL" and "size" not in live.json()
+    with SSEStream(server.base + "/stream?symbols=BTC-USD") as stream:
+        snapshot = next(f for f in stream.frames() if f.event == "snapshot")
+        assert snapshot.json()["ticks"][0]["size"] == "0.00100000"

@@ -53,5 +53,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_candles_width_start"), table_name="candles")
     op.drop_table("candles")
-    with op.batch_alter_table("ticks") as batch:
+    # SQLite rebuilds the table to drop a column: keep AUTOINCREMENT in the copy.
+    with op.batch_alter_table("ticks", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("size")
