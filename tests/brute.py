@@ -11,7 +11,7 @@ from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from tests.conftest import TOKEN
+from tests.fakes import TOKEN
 from ticker.events import format_ts, parse_ts
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from tests import servers
+from tests.browser import chromium
 from tests.fakes import TOKEN, Clock, FakeExchange
+from tests.pages import Browser
 from tests.servers import Server
 from ticker import create_app, lifecycle
 from ticker.cli import upgrade
@@ -162,3 +164,19 @@ def serve(
     if report is not None and report.failed and log_path.exists():
         print(f"--- server log ({log_path}), last 200 lines ---")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-200:]))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Start Debian's chromium headless on a fresh profile; skip when it is not there."""
+    with chromium(
+        tmp_path / "chromium-profile",
+        viewport={"width": 1100, "height": 640},
+        timezone_id="UTC",
+        locale="en-US",
+    ) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        driver = Browser(page)
+        yield driver
+        assert driver.problems == []
+        assert driver.dialogs == []

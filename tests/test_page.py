@@ -6,21 +6,18 @@ and compare it with the log in the database, never with what our server says.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import struct
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 
-from tests.browser import chromium
 from tests.fakes import SQLITE_ONLY, LogWriter, eventually, log_ids
+from tests.pages import Browser, kill_hard, open_page
 from tests.servers import Server
 from ticker import ROOT
 
@@ -28,117 +25,6 @@ pytestmark = pytest.mark.server
 
 # The README's picture; `make test` leaves it alone unless UPDATE_SCREENSHOT=1.
 README_SCREENSHOT = ROOT / "docs" / "page.png"
-
-
-class Browser:
-    """One page of a fresh chromium profile, recording script errors and CSP violations."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        self.dialogs: list[str] = []
-        page.on("pageerror", lambda exc: self.problems.append(f"script error: {exc}"))
-        page.on("console", self._console)
-        page.on("dialog", self._dialog)
-
-    def _console(self, message: Any) -> None:
-        if "Content Security Policy" in message.text:
-            self.problems.append(f"CSP violation: {message.text}")
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def state(self, name: str) -> Any:
-        return self.page.evaluate(f"() => window.tickerState && window.tickerState.{name}")
-
-    def ids(self, symbol: str) -> list[int] | None:
-        ids: list[int] | None = self.page.evaluate(
-            "(s) => window.tickerState && window.tickerState.ids(s)", symbol
-        )
-        return ids
-
-    def connection(self) -> str | None:
-        state: str | None = self.page.get_attribute("#conn", "data-state")
-        return state
-
-    def wait_connection(self, state: str, timeout: float = 15) -> None:
-        eventually(lambda: self.connection() == state, f"connection state {state!r}", timeout)
-
-    def rows(self) -> list[str]:
-        rows: list[str] = self.page.locator("#board .row .sym").all_text_contents()
-        return rows
-
-    def row_text(self, symbol: str, part: str) -> str:
-        text: str = self.page.evaluate(
-            """([symbol, part]) => {
-                const row = [...document.querySelectorAll("#board .row")]
-                    .find((r) => r.querySelector(".sym").textContent === symbol);
-                return row ? row.querySelector("." + part).textContent : null;
-            }""",
-            [symbol, part],
-        )
-        return text
-
-    def url_symbols(self) -> list[str]:
-        query = parse_qs(urlsplit(self.page.url).query)
-        return query["symbols"][0].split(",") if "symbols" in query else []
-
-    def wait_chart_matches_log(self, db_url: str, symbol: str, timeout: float = 20) -> list[int]:
-        """Wait until the page's chart of ``symbol`` holds exactly the log's ids of it."""
-
-        def same() -> list[int] | None:
-            held = self.ids(symbol)
-            return held if held and held == log_ids(db_url, [symbol]) else None
-
-        try:
-            return eventually(same, f"chart of {symbol} equal to the log", timeout)
-        except AssertionError:
-            held, logged = self.ids(symbol) or [], log_ids(db_url, [symbol])
-            missing = sorted(set(logged) - set(held))[:20]
-            extra = sorted(set(held) - set(logged))[:20]
-            raise AssertionError(
-                f"{symbol}: page holds {len(held)} ids, log {len(logged)}; "
-                f"missing {missing}, not in log {extra}, "
-                f"in order {held == sorted(held)}, unique {len(held) == len(set(held))}"
-            ) from None
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    """Start Debian's chromium headless on a fresh profile; skip when it is not there."""
-    with chromium(
-        tmp_path / "chromium-profile",
-        viewport={"width": 1100, "height": 640},
-        timezone_id="UTC",
-        locale="en-US",
-    ) as context:
-        page = context.pages[0] if context.pages else context.new_page()
-        driver = Browser(page)
-        yield driver
-        assert driver.problems == []
-        assert driver.dialogs == []
-
-
-def open_page(browser: Browser, server: Server, query: str) -> None:
-    browser.page.goto(f"{server.base}/{query}")
-    browser.wait_connection("live")
-
-
-def kill_hard(server: Server) -> None:
-    """SIGKILL the gunicorn master and each of its workers, by PID, and wait for the port."""
-    workers = server.worker_pids()
-    os.kill(server.proc.pid, signal.SIGKILL)
-    for pid in workers:
-        with contextlib.suppress(ProcessLookupError):  # it may have exited with the master
-            os.kill(pid, signal.SIGKILL)
-    server.proc.wait(10)
-
-    def port_closed() -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", server.port)) != 0
-
-    eventually(port_closed, f"port {server.port} closed after SIGKILL", 10)
 
 
 @SQLITE_ONLY

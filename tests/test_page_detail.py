@@ -20,18 +20,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests import test_page
-from tests.conftest import Server, eventually
-from tests.test_page import SQLITE_ONLY, Browser, kill_hard, open_page, restart_on_same_port
+from tests.fakes import SQLITE_ONLY, eventually
+from tests.pages import Browser, kill_hard, open_page
+from tests.servers import Server
 from ticker import ROOT
-
-browser = test_page.browser  # the same fixture: chromium, and no script error or CSP violation
 
 README_SCREENSHOT = ROOT / "docs" / "detail.png"
 NOTICE = ROOT / "ticker" / "static" / "vendor" / "lightweight-charts.NOTICE.txt"
 SYMBOLS = "BTC-USD,ETH-USD,AAPL"
 
-pytestmark = SQLITE_ONLY
+pytestmark = [pytest.mark.server, SQLITE_ONLY]
 
 
 def iso(moment: datetime) -> str:
@@ -366,7 +364,7 @@ def test_a_reset_fetches_the_view_again_from_the_new_log(
     browser.wait_connection("reconnecting")
     # Back on an empty log: the page's last id is ahead of the new head.
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
-    again = restart_on_same_port(serve, monkeypatch, server.port, database_url=fresh, **config)
+    again = serve(port=server.port, database_url=fresh, **config)
     again.post_ticks(history("BTC-USD", minute_ago(6), 4, seed=5))
     browser.page.wait_for_selector("#notice", state="visible")
     browser.wait_connection("live")

@@ -10,7 +10,7 @@ from alembic import command
 from flask import Flask
 from sqlalchemy import create_engine, text
 
-from tests.conftest import TOKEN
+from tests.fakes import TOKEN
 from ticker import log, sse
 from ticker.cli import alembic_config
 from ticker.state import app_state
