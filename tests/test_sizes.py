@@ -93,6 +93,7 @@ def test_rows_from_before_the_size_migration_have_no_size(db_url: str) -> None:
     assert event.size is None and "size" not in event.to_dict()
 
 
+@pytest.mark.server
 def test_the_stream_carries_sizes_in_replay_snapshot_and_live(serve: Any) -> None:
     from tests.sse_client import SSEStream
 
