@@ -146,14 +146,8 @@ window.TickerDetail = (function () {
 
     function build(charts) {
       const chart = charts.createChart(el.chart, { autoSize: true, ...chartOptions() });
-      const c = colors();
       view.price = chart.addSeries(charts.CandlestickSeries, {
-        upColor: c.up,
-        downColor: c.down,
-        borderUpColor: c.up,
-        borderDownColor: c.down,
-        wickUpColor: c.up,
-        wickDownColor: c.down,
+        ...candleColours(),
         priceLineVisible: true,
       });
       view.price.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
@@ -176,16 +170,21 @@ window.TickerDetail = (function () {
     function recolour() {
       if (!view.chart) return;
       view.chart.applyOptions(chartOptions());
+      view.price.applyOptions(candleColours());
+      draw();
+    }
+
+    // The candles' colours, from the page's own (they follow the light or dark scheme).
+    function candleColours() {
       const c = colors();
-      view.price.applyOptions({
+      return {
         upColor: c.up,
         downColor: c.down,
         borderUpColor: c.up,
         borderDownColor: c.down,
         wickUpColor: c.up,
         wickDownColor: c.down,
-      });
-      draw();
+      };
     }
 
     function bar(candle) {
