@@ -36,8 +36,8 @@ PAGE_POLICY = "; ".join(
 )
 
 
-# The detail chart's intervals: those of /api/candles.
-CHART_INTERVALS = tuple(candles.INTERVALS)
+# The detail chart's intervals, with their widths in seconds: those of /api/candles.
+CHART_INTERVALS = tuple(candles.INTERVALS.items())
 CHART_NOTICE = Path("vendor") / "lightweight-charts.NOTICE.txt"
 
 

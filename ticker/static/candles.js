@@ -10,16 +10,16 @@
 "use strict";
 window.TickerCandles = (function () {
   const D = window.TickerDecimal;
-  // Seconds per bucket, aligned to the UTC epoch (1d is the UTC day), as the server has them.
-  const INTERVALS = Object.freeze({
-    "1s": 1,
-    "1m": 60,
-    "5m": 300,
-    "15m": 900,
-    "1h": 3600,
-    "4h": 14400,
-    "1d": 86400,
-  });
+  // Seconds per bucket, aligned to the UTC epoch (1d is the UTC day): the server's
+  // own table, which the page's interval buttons carry.
+  const INTERVALS = Object.freeze(
+    Object.fromEntries(
+      [...document.querySelectorAll("#intervals [data-interval]")].map((b) => [
+        b.dataset.interval,
+        Number(b.dataset.seconds),
+      ]),
+    ),
+  );
   const MAX_CANDLES = 1000; // kept per view; the oldest go first
 
   const TS_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/;
