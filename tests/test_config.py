@@ -133,7 +133,7 @@ def test_a_none_override_unsets_the_variable_instead_of_setting_the_text_none() 
         ("SOURCE_SYMBOLS", "BTC-USD"),
         ("SOURCE_SYMBOLS", "BTC-USD="),
         ("SOURCE_SYMBOLS", "BTC-USD=BTC USDT"),
-        ("SOURCE_SYMBOLS", "BTC-USD=BTC/USDT"),
+        ("SOURCE_SYMBOLS", "BTC-USD=BTC?USDT"),
         ("SOURCE_SYMBOLS", "XRP-USD=XRPUSDT"),  # not tracked
         ("SOURCE_QUOTES", "USD"),
         ("SOURCE_QUOTES", "USD=US$"),

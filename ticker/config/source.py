@@ -13,11 +13,23 @@ from ticker.config.symbols import SYMBOL_GRAMMAR, normalise_symbol
 from ticker.config.values import parse_bool, parse_number, parse_pairs
 from ticker.errors import ConfigError
 
-SOURCES = ("sim", "coinbase", "binance", "csv:PATH", "python:MODULE:NAME", "none")
-_PLAIN_SOURCES = ("sim", "coinbase", "binance", "none")
+SOURCES = (
+    "sim",
+    "coinbase",
+    "binance",
+    "ccxt:EXCHANGE",
+    "ccxt:EXCHANGE:trades",
+    "alpaca",
+    "alpaca:trades",
+    "csv:PATH",
+    "python:MODULE:NAME",
+    "none",
+)
+_PLAIN_SOURCES = ("sim", "coinbase", "binance", "alpaca", "none")
 _TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 # An exchange's name for a pair or currency goes into a URL: keep it to safe characters.
-_REMOTE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# ccxt's unified symbols add / and : (BTC/USDT, BTC/USDT:USDT).
+_REMOTE_RE = re.compile(r"^[A-Za-z0-9._/:-]{1,64}$")
 
 
 def parse_source(raw: str) -> str:
@@ -27,6 +39,10 @@ def parse_source(raw: str) -> str:
     arg = arg.strip()
     if kind in _PLAIN_SOURCES and not colon:
         return kind
+    if kind == "alpaca" and arg.lower() == "trades":
+        return "alpaca:trades"
+    if kind == "ccxt" and arg:
+        return _ccxt_source(raw, arg)
     if kind == "csv" and arg:
         path = Path(arg).expanduser().resolve()
         if not path.is_file() or not os.access(path, os.R_OK):
@@ -37,9 +53,29 @@ def parse_source(raw: str) -> str:
     raise ConfigError("TICKER_SOURCE", raw, f"choose one of {', '.join(SOURCES)}")
 
 
+def _ccxt_source(raw: str, arg: str) -> str:
+    """Check ``ccxt:EXCHANGE[:trades]``: ccxt must know the exchange (and stream it for trades)."""
+    name, colon, mode = arg.partition(":")
+    name, mode = name.strip().lower(), mode.strip().lower()
+    if colon and mode != "trades":
+        raise ConfigError("TICKER_SOURCE", raw, "expected ccxt:EXCHANGE or ccxt:EXCHANGE:trades")
+    if mode:
+        import ccxt.pro as family
+    else:
+        import ccxt as family
+    if name not in family.exchanges:
+        import ccxt
+
+        why = "has no WebSocket support in ccxt" if name in ccxt.exchanges else "is unknown to ccxt"
+        raise ConfigError("TICKER_SOURCE", raw, f"{name!r} {why} (ccxt {ccxt.__version__})")
+    return f"ccxt:{name}" + (":trades" if mode else "")
+
+
 def _remote(raw: str) -> str:
     if not _REMOTE_RE.match(raw):
-        raise ValueError(f"{raw[:40]!r} is not an exchange's name: 1 to 64 of A-Z a-z 0-9 . _ -")
+        raise ValueError(
+            f"{raw[:40]!r} is not an exchange's name: 1 to 64 of A-Z a-z 0-9 . _ / : -"
+        )
     return raw.upper()
 
 

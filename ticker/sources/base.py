@@ -8,10 +8,45 @@ never holds the log's write lock.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from ticker.events import Event, Tick
+
+
+@dataclass
+class SourceHealth:
+    """What a source says of its upstream in ``/healthz`` and ``/metrics``.
+
+    A polling source only fills ``last_message_at``; a streaming one all of it.
+    ``market`` is ``"open"`` or ``"closed"`` for a venue with trading hours
+    (``None`` for one that never closes): a closed market is not stale.
+    """
+
+    connected: bool | None = None  # None: the source holds no connection
+    last_message_at: float | None = None  # time.monotonic() of the last message
+    trades: int = 0  # trades (or quotes) received, before deduplication
+    duplicates: int = 0  # trades dropped as already seen
+    gaps: int = 0  # breaks noticed in the venue's trade ids or sequence numbers
+    reconnects: int = 0
+    market: str | None = None
+
+    def report(self, now: float | None = None) -> dict[str, Any]:
+        """Return the ``/healthz`` form: ages in seconds, counters as they are."""
+        now = time.monotonic() if now is None else now
+        age = None if self.last_message_at is None else round(now - self.last_message_at, 3)
+        return {
+            "connected": self.connected,
+            "last_message_age_s": age,
+            "trades": self.trades,
+            "duplicates": self.duplicates,
+            "gaps": self.gaps,
+            "reconnects": self.reconnects,
+            "market": self.market,
+        }
 
 
 class Source(ABC):
@@ -30,8 +65,19 @@ class Source(ABC):
     def next_ticks(self, now_us: int) -> list[Tick]:
         """Return the ticks of one interval; ``now_us`` is the time to stamp them with."""
 
+    @property
+    def health(self) -> SourceHealth:
+        """What ``/healthz`` and ``/metrics`` show of this source's upstream (made on first use)."""
+        found = self.__dict__.get("_health")
+        if found is None:
+            found = self.__dict__["_health"] = SourceHealth()
+        return found
+
     def resume(self, latest: Sequence[Event]) -> None:  # noqa: B027 (optional hook)
         """Continue from the log's latest events when this process takes the producer over."""
+
+    def pause(self) -> None:  # noqa: B027 (optional hook)
+        """This process lost the producer lease: let go of upstream connections until ``resume``."""
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the source holds (connections, files)."""
