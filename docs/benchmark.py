@@ -468,7 +468,8 @@ def main() -> None:
             total = 50_000 if quick else 500_000
             rows = []
             # The rollup job shares the worker's core: also measured with it off.
-            plans = [(False, {}), (True, {}), (True, {"rollup_interval": 86400})]
+            off = {"rollup_interval": 86400}
+            plans = [(False, {}), (False, off), (True, {}), (True, off)]
             for sized, config in plans:
                 url = sqlite_url(tmp, "post")
                 rows.append(post_and_replay(url, total, sized, replay=False, **config))

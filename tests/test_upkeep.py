@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -90,3 +91,40 @@ def test_ticker_prune_rolls_up_before_it_prunes(db_url: str, app: Flask) -> None
     with candles.reading(engine) as conn:
         rows = candles.read(conn, "AAPL", 86400, None, now_us() + 10**9, 10)
     assert [(c.ticks, str(c.volume)) for c in rows] == [(2, "1.0")]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_appends_do_not_wait_for_a_rollup_in_progress(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = app_state(app).engine
+    log.append(engine, [Tick("AAPL", "1.5", now_us(), "1")] * 3)
+    folding, release = threading.Event(), threading.Event()
+    fold = store._fold_events
+
+    def slow_fold(conn: Any, events: Any) -> None:  # a rollup that takes its time
+        folding.set()
+        release.wait(10)
+        fold(conn, events)
+
+    monkeypatch.setattr(store, "_fold_events", slow_fold)
+    rolled: list[int] = []
+    rollup = threading.Thread(target=lambda: rolled.append(candles.rollup(engine)))
+    rollup.start()
+    try:
+        assert folding.wait(10)
+        # The rollup's transaction is open mid-fold: an append still commits.
+        appended: list[list[int]] = []
+        tick = Tick("AAPL", "2.5", now_us(), "1")
+        appender = threading.Thread(target=lambda: appended.append(log.append(engine, [tick])))
+        appender.start()
+        appender.join(5)
+        assert appended == [[4]], "the append waited for the rollup"
+    finally:
+        release.set()
+        rollup.join(10)
+    # The tick committed while the rollup ran is above its watermark: counted once, next time.
+    assert rolled == [3]
+    assert watermark(app) == 3
+    assert candles.rollup(engine) == 1
+    assert count(app, "SELECT sum(ticks) FROM candles WHERE width = 60") == 4

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ticker import ROOT, api, headers, market, views
+from ticker.candles.recent import RecentEvents
 from ticker.config import INSTANCE, Settings, app_settings
 from ticker.db import make_engine
 from ticker.errors import RequestError, error_response
@@ -42,6 +43,7 @@ def build_state(settings: Settings) -> AppState:
     metrics = Metrics(engine)
     streams = MeteredStreams(settings.max_streams, metrics)
     max_block = write_timeout(settings.heartbeat)
+    recent = RecentEvents()  # the follower's pages, for the rollup when this process produces
     follower = Follower(
         engine,
         hub,
@@ -49,6 +51,7 @@ def build_state(settings: Settings) -> AppState:
         symbols=settings.symbols,
         pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
         on_pulse=lambda: streams.on_pulse(max_block),
+        recent=recent,
     )
     return AppState(
         settings=settings,
@@ -56,7 +59,9 @@ def build_state(settings: Settings) -> AppState:
         hub=hub,
         follower=follower,
         streams=streams,
-        producer=MeteredProducer(engine, settings, on_append=follower.wake, metrics=metrics),
+        producer=MeteredProducer(
+            engine, settings, on_append=follower.wake, recent=recent, metrics=metrics
+        ),
         broadcaster=Broadcaster(engine, hub, streams, settings.heartbeat),
         metrics=metrics,
         cors_origins=settings.cors_origins,

@@ -38,8 +38,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-# Key of the advisory lock that serialises writers on PostgreSQL ("tick").
+# Keys of the advisory locks on PostgreSQL: the one that serialises writers of
+# the log ("tick"), and the one that serialises writers of the candles and their
+# watermark ("cndl"), so that a rollup never holds up appends.
 WRITE_LOCK = 0x7469636B
+CANDLE_LOCK = 0x636E646C
 
 
 def normalise_url(url: str) -> str:
@@ -82,11 +85,24 @@ def make_engine(url: str) -> Engine:
 
 
 @contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """Open a write transaction holding the one writer's lock, and commit it on exit."""
+def writing(engine: Engine, lock: int = WRITE_LOCK) -> Iterator[Connection]:
+    """Open a write transaction holding the writer's lock, and commit it on exit.
+
+    On PostgreSQL ``lock`` picks the advisory lock: :data:`WRITE_LOCK` for the
+    log, :data:`CANDLE_LOCK` for a transaction that writes only the candles.
+    SQLite has one write lock for the whole file whichever is asked for.
+    """
     with engine.connect() as conn:
         conn.execution_options(begin="IMMEDIATE")
         with conn.begin():
-            if conn.dialect.name == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
+            take(conn, lock)
             yield conn
+
+
+def take(conn: Connection, lock: int) -> None:
+    """Take PostgreSQL's advisory ``lock`` until the end of ``conn``'s transaction.
+
+    A no-op on SQLite, where a write transaction already excludes every other.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(lock)))

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection, Engine
 
 from ticker import log, sse
+from ticker.candles.recent import RecentEvents
 from ticker.hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,11 @@ class Follower:
         symbols: Sequence[str] = (),
         pulse_interval: float = 1.0,
         on_pulse: Callable[[], object] = lambda: None,
+        recent: RecentEvents | None = None,
     ) -> None:
         self.engine = engine
         self.hub = hub
+        self.recent = recent  # also handed every page, for this process's rollup
         self.symbols = tuple(symbols)  # whose newest event the hub keeps for snapshots
         self.pulse_interval = pulse_interval
         self.on_pulse = on_pulse
@@ -92,14 +95,17 @@ class Follower:
 
     def poll(self) -> int:
         """Publish what the log holds after ``position``; return how many events."""
+        after = self.position
         with self.engine.connect() as conn:
-            events = log.read_after(conn, self.position, None, PAGE)
+            events = log.read_after(conn, after, None, PAGE)
             # Checked after the read: retention that deleted events this follower
             # had not read yet (it stalled, or the count limit is tiny) shows here.
             if log.pruned_through(conn) > self.position:
                 self._skip_pruned(conn)
                 return 0
         if events:
+            if self.recent is not None:
+                self.recent.add(after, events)
             latest = {e.symbol: e for e in events}  # the last one of each symbol wins
             self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events], latest)
             self.position = events[-1].id

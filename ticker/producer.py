@@ -36,6 +36,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Connection, Engine
 
 from ticker import lease, log
+from ticker.candles.recent import RecentEvents
 from ticker.config import Settings
 from ticker.db import writing
 from ticker.errors import SourceError
@@ -76,10 +77,12 @@ class Producer(Upkeep):
         settings: Settings,
         on_append: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        recent: RecentEvents | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.on_append = on_append
+        self.recent = recent
         self.clock = clock  # for the back-off; tests drive it
         self.source: Source | None = make_source(settings)
         self.tracked = frozenset(settings.symbols)

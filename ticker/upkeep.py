@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from ticker import candles, log
+from ticker.candles.recent import RecentEvents
 from ticker.config import Settings
 from ticker.events import now_us
 
@@ -31,6 +32,7 @@ class Upkeep:
     engine: Engine
     settings: Settings
     state: ProducerState
+    recent: RecentEvents | None  # the follower's latest events, when this process has one
 
     def on_error(self, stage: str) -> None:
         """Note a failure: ``source``, ``run`` (e.g. the database), ``rollup`` or ``prune``."""
@@ -40,10 +42,12 @@ class Upkeep:
 
     def rollup(self) -> int:
         """Roll the new events into the candles if this process is the producer; return how many."""
+        if self.recent is not None:
+            self.recent.keep(self.state.leader)
         if not self.state.leader:
             return 0
         try:
-            done = candles.rollup(self.engine)
+            done = candles.rollup(self.engine, recent=self.recent)
         except Exception:
             logger.exception("rolling the log up into candles failed")
             self.on_error("rollup")
@@ -56,7 +60,7 @@ class Upkeep:
         if not self.state.leader:
             return 0
         try:
-            deleted = prune_all(self.engine, self.settings)
+            deleted = prune_all(self.engine, self.settings, self.recent)
         except Exception:
             logger.exception("pruning the log failed")
             self.on_error("prune")
@@ -68,10 +72,10 @@ class Upkeep:
         return deleted
 
 
-def prune_all(engine: Engine, settings: Settings) -> int:
+def prune_all(engine: Engine, settings: Settings, recent: RecentEvents | None = None) -> int:
     """Roll up, prune the events and then the old candles; return the events deleted."""
     now = now_us()
-    candles.rollup(engine)  # so the prune below has nothing left to roll up under its lock
+    candles.rollup(engine, recent=recent)  # so the prune below has little left to roll up
     deleted = log.prune(engine, settings.retention, now)
     gone = candles.prune(engine, dict(settings.candle_retention), now)
     if gone:

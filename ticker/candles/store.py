@@ -3,13 +3,16 @@
 Invariant: the candles hold exactly the events with ``id <= rolled_up`` (the
 watermark in ``log_state``), each counted once.  ``fold_through`` reads the
 events above the watermark, merges them into the stored rows and moves the
-watermark, all inside the caller's write transaction (``db.writing``): a crash
-before the commit leaves rows and watermark as they were, and the next rollup
-starts from the same id.  Writers are serialised, and ids become visible in
-commit order, so no event at or below the watermark can still commit later: a
-tick posted late, with a ``ts`` in a bucket already rolled up, has an id above
-the watermark and is folded in by the next rollup, once.  Readers merge the
-rows with the raw events above the watermark, from one snapshot (``reading``).
+watermark, all inside the caller's write transaction (``db.writing`` with
+``CANDLE_LOCK``, which serialises the writers of the candles without holding
+up appends): a crash before the commit leaves rows and watermark as they were,
+and the next rollup starts from the same id.  Appends are serialised, and ids
+become visible in commit order, so no event at or below the watermark can
+still commit later: a tick posted late, with a ``ts`` in a bucket already
+rolled up, has an id above the watermark and is folded in by the next rollup,
+once.  Readers merge the rows with the raw events above the watermark, from
+one snapshot (``reading``).  In the producer's process the events to fold come
+from the follower's latest pages (``recent``) rather than a second read.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ticker import log
 from ticker.candles.aggregate import WIDTHS, Candle, coarsen, decimal_text, fold
-from ticker.db import Base, writing
+from ticker.candles.recent import RecentEvents
+from ticker.db import CANDLE_LOCK, Base, writing
 
 BATCH = 20_000  # events read per step of a rollup
 PRUNE_BATCH = 5_000  # candle rows deleted per transaction
@@ -184,23 +188,33 @@ def _fold_events(conn: Connection, events: Sequence[Any]) -> None:
         _write(conn, params)
 
 
-def fold_through(conn: Connection, upto: int | None = None) -> int:
+def fold_through(
+    conn: Connection, upto: int | None = None, recent: RecentEvents | None = None
+) -> int:
     """Roll the events with ``rolled_up < id [<= upto]`` into the candles; return how many.
 
-    Runs in the caller's write transaction, which must hold the writer's lock,
-    and moves the watermark in it: to ``upto`` when given (every id up to it is
-    then in the candles, or will never exist), else to the newest id read.
+    Runs in the caller's write transaction, which must hold the candles' lock
+    (``db.writing(engine, CANDLE_LOCK)``; the log's lock is not needed: ids
+    become visible in commit order, so no event at or below the head it reads
+    can still commit), and moves the watermark in it: to ``upto`` when given
+    (every id up to it is then in the candles, or will never exist), else to
+    the newest id read.  The events come from ``recent`` where it holds them,
+    else from the log.
     """
     mark = start = log.rolled_up(conn)
     total = 0
-    while True:
-        events = log.read_after(conn, mark, None, BATCH, upto)
-        if events:
-            _fold_events(conn, events)
-            mark = events[-1].id
-            total += len(events)
-        if len(events) < BATCH:
+    while upto is None or mark < upto:
+        events = None if recent is None or upto is None else recent.between(mark, upto, BATCH)
+        from_log = events is None
+        if events is None:
+            events = log.read_after(conn, mark, None, BATCH, upto)
+        if not events:
             break
+        _fold_events(conn, events)
+        mark = events[-1].id
+        total += len(events)
+        if from_log and len(events) < BATCH:
+            break  # the log has nothing more up to ``upto``
     if upto is not None:
         mark = max(mark, upto)
     if mark != start:
@@ -208,20 +222,24 @@ def fold_through(conn: Connection, upto: int | None = None) -> int:
     return total
 
 
-def rollup(engine: Engine, budget: float | None = None) -> int:
+def rollup(engine: Engine, budget: float | None = None, recent: RecentEvents | None = None) -> int:
     """Roll every event not yet in the candles into them, in batches; return how many.
 
-    Each batch is its own write transaction, so appends wait at most one batch,
-    and other greenlets run between batches.  With ``budget`` (seconds), stop
-    after the batch that overran it.
+    Each batch is its own transaction under the candles' lock, so on
+    PostgreSQL appends never wait for it (on SQLite, at most one batch), and
+    other greenlets run between batches.  With ``budget`` (seconds), stop
+    after the batch that overran it.  ``recent``: the follower's latest
+    events, read instead of the log where they cover what is to fold.
     """
     total = 0
     started = time.monotonic()
     while True:
-        with writing(engine) as conn:
+        with writing(engine, CANDLE_LOCK) as conn:
             head = log.position(conn).head
             upto = min(head, log.rolled_up(conn) + BATCH)
-            done = fold_through(conn, upto)
+            done = fold_through(conn, upto, recent)
+        if recent is not None:  # committed: the candles hold them now
+            recent.forget_through(upto)
         total += done
         if upto >= head or (budget is not None and time.monotonic() - started > budget):
             return total
@@ -251,7 +269,7 @@ def prune(engine: Engine, keep: dict[int, float | None], now_us: int) -> int:
             continue
         horizon = now_us - int(age * 1_000_000)
         while True:
-            with writing(engine) as conn:
+            with writing(engine, CANDLE_LOCK) as conn:
                 found = log.driver_rows(
                     conn,
                     "SELECT start FROM candles WHERE width = ? AND start < ?"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, delete, select
 
 from ticker.config import Retention
-from ticker.db import writing
+from ticker.db import CANDLE_LOCK, take, writing
 from ticker.log.table import position, rolled_up, ticks, write_state
 
 
@@ -48,8 +48,10 @@ def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) 
                 return deleted
             # Roll up in the same transaction as the delete: a crash in between
             # cannot lose an event from the candles.  (candles reads the log.)
+            # Locks in this order only: log, then candles.
             from ticker.candles import fold_through
 
+            take(conn, CANDLE_LOCK)
             fold_through(conn, cut)
             cut = min(cut, rolled_up(conn))  # never delete what the candles do not hold yet
             if cut <= pos.pruned_through:
