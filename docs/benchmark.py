@@ -292,6 +292,12 @@ def post_and_replay(
     """Append ``total`` ticks in POST batches of 1,000, then replay them to one client."""
     server = Server(SERVE, db_url, symbols="BTC-USD,ETH-USD,AAPL,MSFT", **config)
     try:
+        # Measure the steady state: the producer (and its rollup job) settled in the worker.
+        end = time.monotonic() + 30
+        while server.get_json("/healthz")["producer"]["holder"] is None:
+            if time.monotonic() > end:
+                raise RuntimeError("no producer took the lease within 30 s")
+            time.sleep(0.1)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         symbols = ["BTC-USD", "ETH-USD", "AAPL", "MSFT"]
         started = time.perf_counter()

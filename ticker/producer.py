@@ -160,6 +160,8 @@ class Producer(Upkeep):
 
     def _resume(self, latest: Sequence[Event]) -> None:
         self.state.leader = True
+        if self.recent is not None:  # the rollup will run here: keep what the follower reads
+            self.recent.keep(True)
         if self.source is not None:
             self.source.resume(latest)
 

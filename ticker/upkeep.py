@@ -42,8 +42,8 @@ class Upkeep:
 
     def rollup(self) -> int:
         """Roll the new events into the candles if this process is the producer; return how many."""
-        if self.recent is not None:
-            self.recent.keep(self.state.leader)
+        if self.recent is not None and not self.state.leader:
+            self.recent.keep(False)  # the lease moved: another process rolls up
         if not self.state.leader:
             return 0
         try:

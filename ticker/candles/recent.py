@@ -31,7 +31,7 @@ from ticker.events import Event
 class RecentEvents:
     """A contiguous run of the log's newest events, as the follower read them."""
 
-    def __init__(self, limit: int = 50_000) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         self.start: int | None = None  # events hold (start, end]; None: nothing vouched for
         self.end = 0
