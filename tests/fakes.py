@@ -334,3 +334,27 @@ def source_apps(
     yield build
     for app in apps:
         stop(app)
+
+
+def rewind_log(db_url: str, to_id: int) -> None:
+    """Move the log back to ``to_id``, as a restored backup or a lagging standby would.
+
+    The newer rows go and the id sequence moves back, so the ids after ``to_id``
+    will be handed out again.
+    """
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM ticks WHERE id > :id"), {"id": to_id})
+            if engine.dialect.name == "postgresql":
+                conn.execute(
+                    text("SELECT setval(pg_get_serial_sequence('ticks', 'id'), :id)"),
+                    {"id": to_id},
+                )
+            else:
+                conn.execute(
+                    text("UPDATE sqlite_sequence SET seq = :id WHERE name = 'ticks'"),
+                    {"id": to_id},
+                )
+    finally:
+        engine.dispose()

@@ -202,6 +202,7 @@ def health() -> tuple[Response, int]:
                 **producer.health(),
             },
             "streams": {
+                "hub_head": state.hub.head,  # how far this process's follower has read
                 "open": streams.open,
                 "limit": streams.limit,
                 "sent": streams.sent,

@@ -6,8 +6,14 @@ follows them until it has restarted the hub past them (so a stream never skips
 an event silently: below the hub's floor it reads the log and gets a reset).
 It reads ``id > position`` in pages and moves ``position`` to the last id it
 published.  Because ids become visible in commit order (see ``log``), no
-event can later appear below ``position``.  Streams never poll the database
-while they wait: they wait on the hub, which this single reader fills.
+event can later appear below ``position``, unless the log itself moves back
+(a restored backup, a failover to a standby that missed commits): after each
+read the follower checks that the newest row it has seen in the log is still
+there as it was (by its ``ts``), and if not, restarts the hub at the new head
+in a new epoch, so that every stream beyond what the log still holds is reset
+(``ahead``) instead of silently skipping the ids the log hands out again.
+Streams never poll the database while they wait: they wait on the hub, which
+this single reader fills.
 
 Appends made in this process wake the follower at once.  Appends by other
 processes are found on SQLite by polling every ``poll_interval`` seconds (one
@@ -60,6 +66,8 @@ class Follower:
         self.listens = engine.dialect.name == "postgresql"
         self.poll_interval = LISTEN_POLL if self.listens else poll_interval
         self.position = 0
+        # The newest row seen in the log, (id, ts): still there as it was, or the log moved back.
+        self.newest: tuple[int, int | None] = (0, None)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -76,7 +84,8 @@ class Follower:
             if self._thread is not None:
                 return
             with self.engine.connect() as conn:
-                self.position = log.position(conn).head
+                seen = log.mark(conn, 0)
+                self.position, self.newest = seen.head, (seen.head, seen.head_ts)
                 latest = log.latest(conn, self.symbols, upto=self.position)
             self.hub.restart(self.position, latest)
             self._thread = threading.Thread(target=self._run, name="ticker-follower", daemon=True)
@@ -99,10 +108,21 @@ class Follower:
         with self.engine.connect() as conn:
             events = log.read_after(conn, after, None, PAGE)
             # Checked after the read: retention that deleted events this follower
-            # had not read yet (it stalled, or the count limit is tiny) shows here.
-            if log.pruned_through(conn) > self.position:
-                self._skip_pruned(conn)
+            # had not read yet (it stalled, or the count limit is tiny) shows here,
+            # and so does a log that moved back below what was published.
+            newest, newest_ts = self.newest
+            seen = log.mark(conn, newest)
+            if seen.pruned_through > after:
+                self._restart(conn, "retention deleted events after %d that it had not read")
                 return 0
+            if newest > seen.pruned_through and (seen.head < newest or seen.ts_at != newest_ts):
+                self._restart(
+                    conn,
+                    "the log moved back below %d (a restored backup, a failover)",
+                    self._still_held(conn),
+                )
+                return 0
+            self.newest = (seen.head, seen.head_ts)
         if events:
             if self.recent is not None:
                 self.recent.add(after, events)
@@ -111,22 +131,42 @@ class Follower:
             self.position = events[-1].id
         return len(events)
 
-    def _skip_pruned(self, conn: Connection) -> None:
-        """Restart the hub at the log's head: a stream behind it reads the log and gets a reset.
+    def _still_held(self, conn: Connection) -> int:
+        """Return the last id up to which the log still holds what the hub published.
 
-        Publishing what is left would hide the deleted events from the streams
-        the hub serves; below the hub's new floor they read the log instead,
-        which tells them (``reset``) what they missed.
+        Compares the hub's ``(id, ts)`` with the log's rows, in id order, and
+        stops at the first that differs; below the hub's floor nothing is known,
+        so the answer is at least the floor.
+        """
+        floor, held = self.hub.held()
+        rows = log.driver_rows(
+            conn,
+            "SELECT id, ts FROM ticks WHERE id > ? AND id <= ? ORDER BY id",
+            (floor, self.position),
+        )
+        valid = floor
+        for (id, ts), row in zip(held, rows, strict=False):
+            if (int(row[0]), int(row[1])) != (id, ts):
+                break
+            valid = id
+        return valid
+
+    def _restart(self, conn: Connection, why: str, valid_upto: int | None = None) -> None:
+        """Restart the hub at the log's head, in a new epoch; ``why`` takes the old position.
+
+        Publishing what follows would hide from the streams the hub serves either
+        the events retention deleted (below the hub's new floor they read the
+        log, which tells them what they missed with an ``expired`` reset) or the
+        ids the log lost and will hand out again (a stream whose cursor is beyond
+        ``valid_upto`` gets an ``ahead`` reset when it sees the new epoch).
         """
         head = log.position(conn).head
-        logger.warning(
-            "retention deleted events after %d that the follower had not read; "
-            "restarting the hub at %d",
-            self.position,
-            head,
-        )
-        self.hub.restart(head, log.latest(conn, self.symbols, upto=head))
+        logger.warning("follower: " + why + "; restarting the hub at %d", self.position, head)
+        self.hub.restart(head, log.latest(conn, self.symbols, upto=head), valid_upto)
+        if self.recent is not None:
+            self.recent.forget()
         self.position = head
+        self.newest = (head, log.mark(conn, head).ts_at)
 
     def _run(self) -> None:
         backoff = self.poll_interval

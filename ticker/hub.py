@@ -44,6 +44,8 @@ class Hub:
         self.capacity = capacity
         self.floor = 0
         self.head = 0
+        self.epoch = 0  # counts restarts: a stream that saw another epoch checks its cursor
+        self.valid_upto = 0  # a cursor beyond this id, from an earlier epoch, must be reset
         self.closed = False
         self._ids: list[int] = []
         self._symbols: list[str] = []
@@ -53,15 +55,24 @@ class Hub:
         self._lock = threading.Lock()
         self._changed = threading.Event()
 
-    def restart(self, position: int, latest: Iterable[Event] = ()) -> None:
-        """Forget everything and hold events from ``position`` on.
+    def restart(
+        self, position: int, latest: Iterable[Event] = (), valid_upto: int | None = None
+    ) -> None:
+        """Forget everything and hold events from ``position`` on, in a new epoch.
 
         ``latest``: the newest event with ``id <= position`` of each tracked symbol.
+        ``valid_upto`` (default ``position``): when the log moved back, the last
+        id the log still holds as it was; a stream whose cursor is beyond it
+        must be reset (``ahead``), and the waiters are woken to see that.
         """
         with self._lock:
             self._ids, self._symbols, self._ts, self._messages = [], [], [], []
             self.floor = self.head = position
+            self.valid_upto = position if valid_upto is None else valid_upto
+            self.epoch += 1
             self._latest = {e.symbol: e for e in latest}
+            changed, self._changed = self._changed, threading.Event()
+        changed.set()
 
     @property
     def started(self) -> bool:
@@ -136,6 +147,11 @@ class Hub:
                 return Batch(messages, self._ids[last], None)
             return Batch(messages, self._ids[last], self._ids[found], self._ts[found])
 
+    def held(self) -> tuple[int, list[tuple[int, int]]]:
+        """Return the floor and the ``(id, ts)`` of every event held, in id order."""
+        with self._lock:
+            return self.floor, list(zip(self._ids, self._ts, strict=True))
+
     def pulse(self) -> None:
         """Wake every waiter without news, so idle streams can check their keepalive."""
         with self._lock:
@@ -149,15 +165,18 @@ class Hub:
             changed = self._changed
         changed.set()
 
-    def wait(self, cursor: int, timeout: float | None = None) -> bool:
+    def wait(self, cursor: int, timeout: float | None = None, epoch: int | None = None) -> bool:
         """Block until an event after ``cursor`` is published, a pulse, or ``timeout``.
+
+        ``epoch``: the hub's epoch the waiter last saw; once the hub has restarted
+        since, it returns at once.
 
         Streams wait without a timeout (a timer per wait is costly with thousands of
         streams) and rely on the follower's pulses, ``PULSES_PER_HEARTBEAT`` per
         heartbeat, to wake them for keepalives.
         """
         with self._lock:
-            if self.head > cursor or self.closed:
+            if self.head > cursor or self.closed or (epoch is not None and epoch != self.epoch):
                 return True
             changed = self._changed
         return changed.wait(timeout)

@@ -47,6 +47,11 @@ class RecentEvents:
                 self._wanted = wanted
                 self._clear()
 
+    def forget(self) -> None:
+        """Drop everything: the log moved back, and the ids held may be handed out again."""
+        with self._lock:
+            self._clear()
+
     def add(self, after: int, events: Sequence[Event]) -> None:
         """Take a page the follower read: every event with ``id > after`` up to its last."""
         if not events:

@@ -17,6 +17,7 @@ from the follower's latest pages (``recent``) rather than a second read.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ from ticker import log
 from ticker.candles.aggregate import WIDTHS, Candle, coarsen, decimal_text, fold
 from ticker.candles.recent import RecentEvents
 from ticker.db import CANDLE_LOCK, Base, writing
+
+logger = logging.getLogger(__name__)
 
 BATCH = 20_000  # events read per step of a rollup
 PRUNE_BATCH = 5_000  # candle rows deleted per transaction
@@ -205,6 +208,10 @@ def fold_through(
     total = 0
     while upto is None or mark < upto:
         events = None if recent is None or upto is None else recent.between(mark, upto, BATCH)
+        if events and log.mark(conn, events[-1].id).ts_at != events[-1].ts:
+            assert recent is not None  # the log moved back since the follower read these
+            recent.forget()
+            events = None
         from_log = events is None
         if events is None:
             events = log.read_after(conn, mark, None, BATCH, upto)
@@ -236,7 +243,12 @@ def rollup(engine: Engine, budget: float | None = None, recent: RecentEvents | N
     while True:
         with writing(engine, CANDLE_LOCK) as conn:
             head = log.position(conn).head
-            upto = min(head, log.rolled_up(conn) + BATCH)
+            rolled = log.rolled_up(conn)
+            if rolled > head:  # the log moved back: the ids after head will be handed out again
+                logger.warning("the log moved back below the rollup mark: %d to %d", rolled, head)
+                log.write_state(conn, log.ROLLED_UP, head)
+                rolled = head
+            upto = min(head, rolled + BATCH)
             done = fold_through(conn, upto, recent)
         if recent is not None:  # committed: the candles hold them now
             recent.forget_through(upto)

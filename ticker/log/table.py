@@ -78,6 +78,44 @@ def position(conn: Connection) -> Position:
     return Position(head=max(int(newest), pruned), pruned_through=pruned)
 
 
+@dataclass(frozen=True)
+class Mark:
+    """The log as the follower checks it after each read: its ends, and a row seen before."""
+
+    head: int
+    pruned_through: int
+    ts_at: int | None  # the ``ts`` of the row asked about; None when there is no such row
+    head_ts: int | None  # the ``ts`` of the newest row; None when the table is empty
+
+
+def mark(conn: Connection, id: int) -> Mark:
+    """Return the head, the prune horizon, and the ``ts`` of row ``id`` and of the newest row.
+
+    All from one statement, so one snapshot.  A follower that saw row ``id``
+    with some ``ts`` can tell from this that the log moved back (a restored
+    backup, a failover to a standby that missed commits): the head is below
+    ``id``, or row ``id`` is gone or is another event, while retention has not
+    deleted it.  (A log moves back by losing its newest rows, so checking the
+    newest row seen covers every row below it.)
+    """
+    rows = driver_rows(
+        conn,
+        "SELECT (SELECT max(id) FROM ticks),"
+        " (SELECT value FROM log_state WHERE name = 'pruned_through'),"
+        " (SELECT ts FROM ticks WHERE id = ?),"
+        " (SELECT ts FROM ticks ORDER BY id DESC LIMIT 1)",
+        (id,),
+    )
+    newest, pruned, ts, head_ts = rows[0]
+    pruned = int(pruned or 0)
+    return Mark(
+        max(int(newest or 0), pruned),
+        pruned,
+        None if ts is None else int(ts),
+        None if head_ts is None else int(head_ts),
+    )
+
+
 def head(engine: Engine) -> int:
     """Return the highest id committed to the log (0 when empty)."""
     with engine.connect() as conn:

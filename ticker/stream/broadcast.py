@@ -19,7 +19,9 @@ take, and a greenlet of its own writes them first, then serves the stream
 through ``cursor.live`` (the hub, or the log when it is below the hub's floor)
 until it is caught up, and parks it again.  So no message is sent twice or
 skipped.  On shutdown every parked stream is handed back too, and
-``cursor.live`` ends it with the shutdown notice.  Only gunicorn's gevent
+``cursor.live`` ends it with the shutdown notice; and so when the hub restarts
+(a new epoch: the log may have moved back below ``position``), so that
+``cursor.live`` resets each stream beyond the new head.  Only gunicorn's gevent
 worker runs one (see ``takeover``).
 """
 
@@ -132,9 +134,7 @@ class Broadcaster:
             self._ended.wait(2 * SHUTDOWN_GRACE)
             return
         self.closed = True
-        for group in list(self.groups.values()):
-            for listener in list(group):
-                self._hand_back(listener, b"")
+        self._hand_back_all()
         writing = list(self._catching_up)
         gevent.joinall(writing, timeout=SHUTDOWN_GRACE)
         gevent.killall([g for g in writing if not g.dead], block=True, timeout=SHUTDOWN_GRACE)
@@ -144,7 +144,7 @@ class Broadcaster:
         return live(self.engine, self.hub, listener, self.heartbeat, self.streams, until_idle=True)
 
     def _park(self, listener: Listener) -> bool:
-        if self.closed or listener.cursor < self.hub.head:
+        if self.closed or listener.cursor < self.hub.head or listener.epoch != self.hub.epoch:
             return False
         key = (listener.wanted, listener.client.chunked)
         group = self.groups.get(key)
@@ -174,11 +174,14 @@ class Broadcaster:
 
     def _run(self) -> None:
         hub = self.hub
-        position = hub.head
+        position, epoch = hub.head, hub.epoch
         pulse = self.heartbeat / PULSES_PER_HEARTBEAT
         scanned = time.monotonic()
         while not hub.closed:
             try:
+                if epoch != hub.epoch:  # the hub restarted, perhaps below position: each
+                    position, epoch = hub.head, hub.epoch  # stream checks its own cursor
+                    self._hand_back_all()
                 while position < hub.head and not hub.closed:
                     position = self._deliver(position)
                 now = time.monotonic()
@@ -188,11 +191,15 @@ class Broadcaster:
             except Exception:  # one stream's trouble must not stop every stream's ticks
                 logger.exception("broadcast round failed; carrying on")
                 position = hub.head
-                for group in list(self.groups.values()):
-                    for listener in list(group):  # each catches up on its own, from its cursor
-                        self._hand_back(listener, b"")
-            hub.wait(position)
+                self._hand_back_all()
+            hub.wait(position, epoch=epoch)
         self.close()
+
+    def _hand_back_all(self) -> None:
+        """Hand back every parked stream: each catches up on its own, from its cursor."""
+        for group in list(self.groups.values()):
+            for listener in list(group):
+                self._hand_back(listener, b"")
 
     def _deliver(self, position: int) -> int:
         """Send each group what the hub holds after ``position``; return where that ends."""

@@ -14,7 +14,12 @@ is sent twice or skipped:
   marker;
 - live (:func:`live`): the hub serves everything after the cursor; when the
   cursor is below the hub's floor (the client read slower than ticks arrived)
-  the log does, page by page, until the stream is back within the hub.  When
+  the log does, page by page, until the stream is back within the hub.  After
+  the hub restarted (a new ``epoch``: the follower found retention ahead of
+  it, or the log moved back) the next page comes from the log with its head
+  read again; a cursor beyond what the log still holds as it was
+  (``Hub.valid_upto``) first gets an ``ahead`` reset to that id, and the
+  stream carries on from there, so the ids the log hands out again reach it.  When
   the hub closes (shutdown) the stream ends between two messages, with the
   shutdown notice.
 
@@ -58,6 +63,7 @@ class Cursor:
     __slots__ = (
         "behind",
         "cursor",
+        "epoch",
         "head",
         "quiet_since",
         "sent_id",
@@ -73,7 +79,8 @@ class Cursor:
         self.quiet_since = time.monotonic()
         self.behind = False  # served from the log after falling below the hub
         self.window = 2 * PAGE  # how many ids the next page of the log may scan
-        self.head = 0  # the log's head when last read (it never moves back)
+        self.head = 0  # the log's head when last read (0: read it again)
+        self.epoch = 0  # the hub's epoch this cursor was last checked against
 
     def keepalive(self, now: float, quiet_for: float) -> bytes | None:
         """Return the keepalive due after ``quiet_for`` seconds of silence, else None.
@@ -98,16 +105,20 @@ def keepalive_after(heartbeat: float) -> float:
     return heartbeat * (1 - 1 / PULSES_PER_HEARTBEAT)
 
 
-def read_page(engine: Engine, at: Cursor) -> tuple[Batch, bool, bool]:
+def read_page(engine: Engine, at: Cursor) -> tuple[Batch, str | None, bool]:
     """Read the log's next page after ``at.cursor``, and size the next page's id window.
 
-    Returns the page, whether it is a reset instead, and whether it reached the head.
+    Returns the page, the reason when it is a ``reset`` instead (``expired``:
+    retention deleted what the stream had not read; ``ahead``: the log moved
+    back below the cursor), and whether it reached the head.
     """
     cursor, symbols = at.cursor, at.symbols
     with engine.connect() as conn:
         if cursor + at.window > at.head:  # the page may reach the head last seen
             at.head = log.position(conn).head
         head = at.head
+        if head < cursor:  # read just now: the log lost the ids after head
+            return Batch([_reset(conn, symbols, head, "ahead")], head, head), "ahead", True
         # A bounded id range keeps each page's scan short whatever plan the
         # database picks (PostgreSQL may read every id of the range, then sort).
         # The range follows how dense the stream's symbols are in the log: a
@@ -118,7 +129,7 @@ def read_page(engine: Engine, at: Cursor) -> tuple[Batch, bool, bool]:
         # Checked after the read: a prune racing it shows up here, never as a gap.
         if cursor < log.pruned_through(conn):
             head = log.position(conn).head
-            return Batch([_reset(conn, symbols, head, "expired")], head, head), True, True
+            return Batch([_reset(conn, symbols, head, "expired")], head, head), "expired", True
     full = len(found) == PAGE
     moved_to = found[-1].id if full else upto
     if full:
@@ -126,9 +137,28 @@ def read_page(engine: Engine, at: Cursor) -> tuple[Batch, bool, bool]:
     elif moved_to < head:
         at.window = min(at.window * 4, WINDOW)
     if not found:
-        return Batch([], moved_to, None), False, moved_to >= head
+        return Batch([], moved_to, None), None, moved_to >= head
     page = Batch([sse.tick(e) for e in found], moved_to, found[-1].id, found[-1].ts)
-    return page, False, moved_to >= head
+    return page, None, moved_to >= head
+
+
+def _restarted(engine: Engine, hub: Hub, at: Cursor) -> tuple[bool, bytes | None]:
+    """Tell whether the hub restarted since ``at`` last looked, with the reset that may need.
+
+    After a restart the next page comes from the log, with its head read
+    again.  When the log moved back below the cursor (beyond ``valid_upto``,
+    the last id the log still holds as it was), the stream gets an ``ahead``
+    reset to that id instead, and carries on from there.
+    """
+    if at.epoch == hub.epoch:
+        return False, None
+    at.epoch, at.head, valid_upto = hub.epoch, 0, hub.valid_upto
+    if at.cursor <= valid_upto:
+        return True, None
+    with engine.connect() as conn:
+        reset = _reset(conn, at.symbols, valid_upto, "ahead")
+    at.cursor = at.sent_id = valid_upto
+    return True, reset
 
 
 def _reset(conn: Connection, symbols: Sequence[str], head: int, reason: str) -> bytes:
@@ -144,6 +174,7 @@ def catch_up(
     Leaves ``at`` at the point from which :func:`live` takes over.
     """
     symbols, last_id = at.symbols, asked.last_id
+    at.epoch = hub.epoch  # before the head is read: a restart after it is noticed
     yield sse.retry(asked.retry_ms)
 
     with engine.connect() as conn:
@@ -184,17 +215,22 @@ def _replay(engine: Engine, hub: Hub, at: Cursor, streams: Streams) -> Iterator[
         # reconnecting clients are mostly a few seconds behind.  Only once the
         # hub has reached the log's head as read at the opening, though: the
         # replay covers at least up to it, as the ``live`` marker promises.
-        in_hub = hub.started and hub.head >= at.head
+        restarted, rewound = _restarted(engine, hub, at)
+        if rewound is not None:  # the log moved back under the replay: the reset, then live
+            yield rewound
+            streams.on_reset("ahead")
+            return
+        in_hub = hub.started and hub.head >= at.head and not restarted
         held = hub.read(at.cursor, at.wanted, PAGE) if in_hub else None
         if held is not None:
-            page, reset, caught_up = held, False, held.cursor >= hub.head
+            page, reset, caught_up = held, None, held.cursor >= hub.head
         else:
             page, reset, caught_up = read_page(engine, at)
         if page.messages:
             yield b"".join(page.messages)
         at.cursor, at.sent_id = page.cursor, page.last_id or at.sent_id
-        if reset:  # retention overtook the replay: the reset says so, then live
-            streams.on_reset("expired")
+        if reset:  # retention overtook the replay, or the log moved back: the reset says so
+            streams.on_reset(reset)
             return
         streams.on_sent(len(page.messages), page.last_ts, replay=True)
         replayed += len(page.messages)
@@ -218,16 +254,22 @@ def live(
     caught up with nothing to send: the broadcaster serves it from there.
     """
     quiet_for = keepalive_after(heartbeat)
-    reset = False
+    reset = None
     while not hub.closed:
-        batch = hub.read(at.cursor, at.wanted, PAGE)
-        if batch is None:  # below the hub's floor: this client is slow, serve it from the log
-            if not at.behind:
+        restarted, rewound = _restarted(engine, hub, at)
+        if rewound is not None:
+            streams.on_reset("ahead")
+            at.quiet_since = time.monotonic()
+            yield rewound
+            continue
+        batch = None if restarted else hub.read(at.cursor, at.wanted, PAGE)
+        if batch is None:  # below the hub's floor (a slow client) or a restart: read the log
+            if not at.behind and not restarted:
                 streams.on_fallback()
-            at.behind = True
+            at.behind = not restarted
             batch, reset, _ = read_page(engine, at)
             if reset:
-                streams.on_reset("expired")
+                streams.on_reset(reset)
         else:
             at.behind = False
         messages, at.cursor = batch.messages, batch.cursor
@@ -243,7 +285,7 @@ def live(
         if keepalive is not None:
             yield keepalive
             continue
-        if until_idle and at.cursor >= hub.head:
+        if until_idle and at.cursor >= hub.head and at.epoch == hub.epoch:
             return
-        hub.wait(at.cursor)
+        hub.wait(at.cursor, epoch=at.epoch)
     yield sse.SHUTDOWN_NOTICE
