@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import pytest
 from flask import Flask
 
@@ -20,7 +21,7 @@ from tests.fakes import Clock, captured, due, log_rows, source_apps
 from tests.servers import Server, run_ticker
 from ticker.config import ConfigError
 from ticker.producer import Producer
-from ticker.sources import CCXTQuotes
+from ticker.sources import CCXTQuotes, SourceError
 
 BINANCE_TICKERS = "/api/v3/ticker/24hr"
 EXACT = {"BTC-USD": "67012.35000000", "SHIB-USD": "0.00001234"}
@@ -221,3 +222,33 @@ def test_under_gunicorn_ccxt_binance_ticks_reach_the_api(
     assert binance.count("/api/v3/exchangeInfo") == 1
     health = server.get("/healthz")["producer"]
     assert health["source"] == "ccxt:binance"
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (ccxt.RequestTimeout, "no answer within 0.5s"),
+        (ccxt.RateLimitExceeded, "rate limited"),
+        (ccxt.DDoSProtection, "rate limited or banned"),
+        (ccxt.OnMaintenance, "the exchange is unavailable"),
+        (ccxt.NetworkError, "network error"),
+        (ccxt.NullResponse, "malformed answer"),
+        (ccxt.BadSymbol, "a symbol the exchange does not know"),
+        (ccxt.AuthenticationError, "the exchange refused"),
+        (KeyError, "malformed answer"),  # ccxt's parser meeting an unexpected shape
+    ],
+)
+def test_each_ccxt_failure_is_a_source_error_saying_why(
+    monkeypatch: pytest.MonkeyPatch, error: type[Exception], cause: str
+) -> None:
+    source = CCXTQuotes("kraken", ["BTC-USD"], timeout=0.5)
+
+    def fail(*args: Any) -> None:
+        raise error("kraken said no")
+
+    monkeypatch.setattr(source.exchange, "load_markets", fail)
+    with pytest.raises(SourceError) as caught:
+        source.next_ticks(1)
+    assert str(caught.value).startswith(f"ccxt:kraken: request: {cause}: {error.__name__}")
+    assert "kraken said no" in str(caught.value)
+    source.close()

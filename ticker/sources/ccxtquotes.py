@@ -68,8 +68,8 @@ CAUSES: tuple[tuple[type[Exception], str], ...] = (
     (ccxt.DDoSProtection, "rate limited or banned"),
     (ccxt.ExchangeNotAvailable, "the exchange is unavailable"),
     (ccxt.NetworkError, "network error"),
-    (ccxt.OperationFailed, "the exchange failed the request"),
     (ccxt.BadResponse, "malformed answer"),
+    (ccxt.OperationFailed, "the exchange failed the request"),
     (ccxt.BadSymbol, "a symbol the exchange does not know"),
     (ccxt.BaseError, "the exchange refused"),
 )
