@@ -1,6 +1,6 @@
-"""A fake Binance or Coinbase REST API on 127.0.0.1: recorded payloads, scriptable failures.
+"""A fake Binance, Coinbase or Kraken REST API on 127.0.0.1: recorded payloads, failures.
 
-``FakeVenue("binance")`` (or ``"coinbase"``) is a :class:`~tests.fakes.FakeExchange`
+``FakeVenue("binance")`` (or ``"coinbase"``, ``"kraken"``) is a :class:`~tests.fakes.FakeExchange`
 whose answers, past what a test scripts, come from ``tests/payloads/<venue>/``:
 the documented JSON of the endpoints ccxt's ``load_markets``, ``fetch_tickers``,
 ``fetch_ticker`` and ``fetch_trades`` call (see ``tests/payloads/README.md``).
@@ -24,7 +24,8 @@ Stable API (other branches build on it):
 Each venue answers the way the real one does where our code depends on it:
 Binance refuses a request naming a symbol it does not list (``400``, code
 ``-1121``) and filters ``symbols=[...]``; Coinbase leaves unknown
-``product_ids`` out of its answer and answers ``404`` for an unknown product.
+``product_ids`` out of its answer and answers ``404`` for an unknown product;
+Kraken answers ``200`` with ``{"error": ["EQuery:Unknown asset pair"]}``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def malformed(body: str = '[{"symbol": "BTCUSDT", "lastPrice": "67000.0') -> Ans
 
 
 class FakeVenue(FakeExchange):
-    """A fake ``binance`` or ``coinbase`` serving its recorded payloads (see the module)."""
+    """A fake ``binance``, ``coinbase`` or ``kraken`` serving its payloads (see the module)."""
 
     def __init__(self, name: str) -> None:
         if name not in ROUTES:
@@ -214,7 +215,20 @@ def _coinbase(venue: FakeVenue, path: str, query: Query) -> Answer:
     return ok({**recorded, "trades": trades})
 
 
+def _kraken(venue: FakeVenue, path: str, query: Query) -> Answer:
+    if path in ("/0/public/Assets", "/0/public/AssetPairs"):
+        return ok(venue.payloads[path.rsplit("/", 1)[1]])
+    if path != "/0/public/Ticker":
+        return ok({"error": ["EGeneral:Unknown method"]}, 404)
+    rows = venue.payloads["Ticker"]["result"]
+    wanted = (_first(query, "pair") or ",".join(rows)).split(",")
+    if any(pair not in rows for pair in wanted):
+        return ok({"error": ["EQuery:Unknown asset pair"]})
+    return ok({"error": [], "result": {pair: rows[pair] for pair in wanted}})
+
+
 ROUTES: dict[str, Callable[[FakeVenue, str, Query], Answer]] = {
     "binance": _binance,
     "coinbase": _coinbase,
+    "kraken": _kraken,
 }

@@ -28,7 +28,7 @@ EXACT = {"BTC-USD": "67012.35000000", "SHIB-USD": "0.00001234"}
 Build = Callable[..., tuple[Flask, Producer]]
 
 
-@pytest.fixture(params=["binance", "coinbase"])
+@pytest.fixture(params=["binance", "coinbase", "kraken"])
 def venue(request: pytest.FixtureRequest) -> Iterator[FakeVenue]:
     with serving(request.param) as fake:
         yield fake
@@ -61,6 +61,10 @@ def set_prices(venue: FakeVenue, prices: dict[str, str]) -> None:
         for row in venue.payloads["ticker_24hr"]:
             ours = row["symbol"].removesuffix("USDT") + "-USD"
             row["lastPrice"] = prices.get(ours, row["lastPrice"])
+    elif venue.name == "kraken":
+        rows = venue.payloads["Ticker"]["result"]
+        for ours, pair in {"BTC-USD": "XXBTZUSD", "SHIB-USD": "SHIBUSD"}.items():
+            rows[pair]["c"][0] = prices.get(ours, rows[pair]["c"][0])
     else:
         for product in venue.payloads["products"]["products"]:
             product["price"] = prices.get(product["product_id"], product["price"])
