@@ -93,6 +93,7 @@ def test_the_exchange_s_price_string_reaches_the_log_byte_for_byte(
     assert log_rows(app)[0] == ("BTC-USD", price)
     body = app.test_client().get("/api/ticks?symbol=BTC-USD").get_data(as_text=True)
     assert f'"price":"{price}"' in body.replace(" ", "")
+    assert "size" not in json.loads(body)["ticks"][0]  # a quote is no trade: no size
 
 
 def test_the_unified_last_in_string_mode_is_exact_too(binance: FakeVenue) -> None:
