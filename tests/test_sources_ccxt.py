@@ -7,6 +7,7 @@ files; this one checks what holds for any ccxt exchange.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from flask import Flask
 
 from tests.fake_exchange import HANG, FakeVenue, ok, rate_limited, serving
 from tests.fakes import Clock, captured, due, log_rows, source_apps
-from tests.servers import Server, run_ticker
+from tests.servers import Server, run_ticker, start_produce, ticker_env
 from ticker.config import ConfigError
 from ticker.producer import Producer
 from ticker.sources import CCXTQuotes, SourceError
@@ -257,3 +258,39 @@ def test_each_ccxt_failure_is_a_source_error_saying_why(
     assert str(caught.value).startswith(f"ccxt:kraken: request: {cause}: {error.__name__}")
     assert "kraken said no" in str(caught.value)
     source.close()
+
+
+def test_a_paused_source_lets_go_and_fetches_again(binance: FakeVenue) -> None:
+    source = CCXTQuotes("binance", ["BTC-USD"], base_url=binance.url, timeout=0.5)
+    assert source.next_ticks(1)
+    source.pause()  # this process lost the lease: nothing held open
+    assert [t.price for t in source.next_ticks(2)] == ["67012.35000000"]
+    source.close()
+
+
+@pytest.mark.server
+def test_ticker_produce_polls_ccxt_coinbase_into_the_log(db_url: str, tmp_path: Path) -> None:
+    with serving("coinbase") as coinbase:
+        config = {
+            "database_url": db_url,
+            "source": "ccxt:coinbase",
+            "source_url": coinbase.url,
+            "symbols": "BTC-USD,SHIB-USD",
+            "tick_interval": 0.2,
+        }
+        assert run_ticker("db", "upgrade", **config).returncode == 0
+        producer = start_produce(ticker_env(**config))
+        try:
+            deadline = time.monotonic() + 30
+            while len(rows := log_rows(db_url)) < 4:
+                assert producer.poll() is None, producer.communicate()[1]
+                assert time.monotonic() < deadline, rows
+                time.sleep(0.1)
+        finally:
+            producer.terminate()
+            try:
+                producer.wait(15)
+            except subprocess.TimeoutExpired:
+                producer.kill()
+                producer.wait()
+    assert set(rows) == {("BTC-USD", "67012.35"), ("SHIB-USD", "0.00001234")}

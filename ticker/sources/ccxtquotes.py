@@ -128,6 +128,10 @@ class CCXTQuotes(Source):
             return self._ticks(mapped, tickers, now_us)
         return self._one_by_one(mapped, now_us)
 
+    def pause(self) -> None:
+        """Close the idle connections to the exchange; the next fetch opens new ones."""
+        self.exchange.close()
+
     def close(self) -> None:
         """Close the exchange's HTTP session."""
         self.exchange.close()
