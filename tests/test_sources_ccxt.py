@@ -22,7 +22,8 @@ from tests.fakes import Clock, captured, due, log_rows, source_apps
 from tests.servers import Server, run_ticker, start_produce, ticker_env
 from ticker.config import ConfigError
 from ticker.producer import Producer
-from ticker.sources import CCXTQuotes, SourceError
+from ticker.sources import SourceError
+from ticker.sources.ccxtquotes import CCXTQuotes
 
 BINANCE_TICKERS = "/api/v3/ticker/24hr"
 EXACT = {"BTC-USD": "67012.35000000", "SHIB-USD": "0.00001234"}

@@ -21,13 +21,11 @@ from ticker.config import Settings
 from ticker.errors import ConfigError, SourceError
 from ticker.events import Event, Tick, exact_price
 from ticker.sources.base import Source
-from ticker.sources.ccxtquotes import CCXTQuotes
 from ticker.sources.csvfile import CSVSource
 from ticker.sources.sim import PROFILES, Profile, SimSource, format_price, profile_for
 
 __all__ = [
     "PROFILES",
-    "CCXTQuotes",
     "CSVSource",
     "Event",
     "Profile",
@@ -50,6 +48,8 @@ def make_source(settings: Settings) -> Source | None:
     if kind == "sim":
         return SimSource(settings.symbols, settings.tick_interval, settings.seed)
     if kind in ("coinbase", "binance") or (kind == "ccxt" and ":" not in arg):
+        from ticker.sources.ccxtquotes import CCXTQuotes  # ccxt loads only when it is used
+
         return CCXTQuotes(
             arg or kind,
             settings.symbols,
