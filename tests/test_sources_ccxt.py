@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ccxt
 import pytest
 from flask import Flask
 
@@ -22,7 +21,6 @@ from tests.fakes import Clock, captured, due, log_rows, source_apps
 from tests.servers import Server, run_ticker, start_produce, ticker_env
 from ticker.config import ConfigError
 from ticker.producer import Producer
-from ticker.sources import SourceError
 from ticker.sources.ccxtquotes import CCXTQuotes
 
 BINANCE_TICKERS = "/api/v3/ticker/24hr"
@@ -229,36 +227,6 @@ def test_under_gunicorn_ccxt_binance_ticks_reach_the_api(
     assert binance.count("/api/v3/exchangeInfo") == 1
     health = server.get("/healthz")["producer"]
     assert health["source"] == "ccxt:binance"
-
-
-@pytest.mark.parametrize(
-    ("error", "cause"),
-    [
-        (ccxt.RequestTimeout, "no answer within 0.5s"),
-        (ccxt.RateLimitExceeded, "rate limited"),
-        (ccxt.DDoSProtection, "rate limited or banned"),
-        (ccxt.OnMaintenance, "the exchange is unavailable"),
-        (ccxt.NetworkError, "network error"),
-        (ccxt.NullResponse, "malformed answer"),
-        (ccxt.BadSymbol, "a symbol the exchange does not know"),
-        (ccxt.AuthenticationError, "the exchange refused"),
-        (KeyError, "malformed answer"),  # ccxt's parser meeting an unexpected shape
-    ],
-)
-def test_each_ccxt_failure_is_a_source_error_saying_why(
-    monkeypatch: pytest.MonkeyPatch, error: type[Exception], cause: str
-) -> None:
-    source = CCXTQuotes("kraken", ["BTC-USD"], timeout=0.5)
-
-    def fail(*args: Any) -> None:
-        raise error("kraken said no")
-
-    monkeypatch.setattr(source.exchange, "load_markets", fail)
-    with pytest.raises(SourceError) as caught:
-        source.next_ticks(1)
-    assert str(caught.value).startswith(f"ccxt:kraken: request: {cause}: {error.__name__}")
-    assert "kraken said no" in str(caught.value)
-    source.close()
 
 
 def test_a_paused_source_lets_go_and_fetches_again(binance: FakeVenue) -> None:

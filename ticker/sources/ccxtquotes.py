@@ -20,8 +20,9 @@ Invariants:
   answers are parsed with ``parse_float=str``, so even a price the exchange
   sent as a JSON number (``0.00001234000``) arrives as its own digits.
 - Every failure is a :class:`~ticker.errors.SourceError` naming the exchange,
-  the request and the cause, with the ``Retry-After`` of a 429 or 418 attached,
-  so the producer logs it, counts it and backs off.
+  the request and the cause, with the ``Retry-After`` of a 429 or 418 attached
+  (:mod:`ticker.sources.ccxtcalls`), so the producer logs it, counts it and
+  backs off.
 """
 
 from __future__ import annotations
@@ -29,21 +30,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import ccxt
 
 from ticker.errors import ConfigError, SourceError
 from ticker.events import Tick, exact_price
-from ticker.sources._http import parse_retry_after
 from ticker.sources.base import Source
+from ticker.sources.ccxtcalls import Calls
 from ticker.sources.exchange import make_exchange, map_symbols
 
 logger = logging.getLogger("ticker.sources")
-
-T = TypeVar("T")
 
 #: Where each exchange writes the last traded price in the answer ccxt keeps in
 #: ``ticker["info"]``: Binance's 24 h ticker ``lastPrice``, Coinbase Advanced
@@ -60,22 +59,6 @@ PRICE_FIELDS: Mapping[str, tuple[str | int, ...]] = {
 OPTIONS: Mapping[str, Mapping[str, Any]] = {
     "binance": {"fetchMarkets": {"types": ["spot"]}},
 }
-
-#: What each ccxt failure means, most specific first.
-CAUSES: tuple[tuple[type[Exception], str], ...] = (
-    (ccxt.RequestTimeout, "no answer in time"),
-    (ccxt.RateLimitExceeded, "rate limited"),
-    (ccxt.DDoSProtection, "rate limited or banned"),
-    (ccxt.ExchangeNotAvailable, "the exchange is unavailable"),
-    (ccxt.NetworkError, "network error"),
-    (ccxt.BadResponse, "malformed answer"),
-    (ccxt.OperationFailed, "the exchange failed the request"),
-    (ccxt.BadSymbol, "a symbol the exchange does not know"),
-    (ccxt.BaseError, "the exchange refused"),
-)
-
-#: What ccxt raises when an answer has a shape its parser did not expect.
-MALFORMED = (TypeError, KeyError, AttributeError, ValueError, IndexError)
 
 
 class CCXTQuotes(Source):
@@ -110,17 +93,14 @@ class CCXTQuotes(Source):
         self.mapped: dict[str, str] | None = None
         self.dropped: set[str] = set()
         self.missing: set[str] = set()
-        self._request = ""  # "GET url" of the request under way
-        self._status = ""  # what the exchange answered it, "" until it did
-        self._retry_after: float | None = None
-        self._watch_requests()
+        self.call = Calls(self.exchange, self.name)
 
     def next_ticks(self, now_us: int) -> list[Tick]:
         """Return a tick per mapped symbol the exchange priced, at ``now_us``."""
         mapped = self._markets()
         if self.batched:
             try:
-                tickers = self._call(self.exchange.fetch_tickers, sorted(set(mapped.values())))
+                tickers = self.call(self.exchange.fetch_tickers, sorted(set(mapped.values())))
             except SourceError as exc:
                 if isinstance(exc.__cause__, ccxt.BadSymbol):
                     self.mapped = None  # a market went away since they loaded: map again
@@ -140,7 +120,7 @@ class CCXTQuotes(Source):
         """Load the markets once and map our symbols onto them; raise when none maps."""
         if self.mapped is not None:
             return self.mapped
-        self._call(self.exchange.load_markets, True)
+        self.call(self.exchange.load_markets, True)
         mapped, dropped = map_symbols(
             self.exchange.markets, self.symbols, self.explicit, self.quotes
         )
@@ -173,7 +153,7 @@ class CCXTQuotes(Source):
         failures: list[SourceError] = []
         for theirs in sorted(set(mapped.values())):
             try:
-                tickers[theirs] = self._call(self.exchange.fetch_ticker, theirs)
+                tickers[theirs] = self.call(self.exchange.fetch_ticker, theirs)
             except SourceError as exc:
                 if not isinstance(exc.__cause__, ccxt.BadSymbol):
                     failures.append(exc)
@@ -241,49 +221,6 @@ class CCXTQuotes(Source):
             value = str(value)  # a JSON integer: its digits are exact
         return exact_price(value)
 
-    def _call(self, method: Callable[..., T], *args: Any) -> T:
-        """Run one ccxt call; turn whatever goes wrong into a ``SourceError`` saying why."""
-        self._request, self._status, self._retry_after = "", "", None
-        try:
-            return method(*args)
-        except ccxt.BaseError as exc:
-            cause = next(c for kind, c in CAUSES if isinstance(exc, kind))
-            raise self._failure(cause, exc) from exc
-        except MALFORMED as exc:
-            raise self._failure("malformed answer", exc) from exc
-
-    def _failure(self, cause: str, exc: Exception) -> SourceError:
-        where = f"{self.name}: {self._request or 'request'}"
-        if self._status:
-            where += f": HTTP {self._status}"
-        if self._retry_after is not None:
-            where += f" (Retry-After {self._retry_after:g}s)"
-        if isinstance(exc, ccxt.RequestTimeout):
-            cause = f"no answer within {self.exchange.timeout / 1000:g}s"
-        detail = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ccxt.NetworkError) and exc.__cause__ is not None:
-            detail += f" ({type(exc.__cause__).__name__})"
-        return SourceError(f"{where}: {cause}: {_snippet(detail)}", retry_after=self._retry_after)
-
-    def _watch_requests(self) -> None:
-        """Note each request and its answer's status and ``Retry-After``, for the errors."""
-        fetch = self.exchange.fetch
-        answered = self.exchange.on_rest_response
-
-        def watched_fetch(url: str, method: str = "GET", *args: Any, **kwargs: Any) -> Any:
-            self._request, self._status, self._retry_after = f"{method} {url}", "", None
-            return fetch(url, method, *args, **kwargs)
-
-        def watched_response(
-            code: int, reason: str, url: str, method: str, headers: Any, body: str, *rest: Any
-        ) -> Any:
-            self._status = f"{code} {reason}".strip()
-            self._retry_after = parse_retry_after(headers.get("Retry-After"))
-            return answered(code, reason, url, method, headers, body, *rest)
-
-        self.exchange.fetch = watched_fetch
-        self.exchange.on_rest_response = watched_response
-
 
 def _check_nameable(name: str, symbols: Sequence[str], explicit: Mapping[str, str]) -> None:
     """Stop start-up when no tracked symbol can name a market (no BASE-QUOTE pair, none named)."""
@@ -306,7 +243,3 @@ def _dig(value: Any, path: Sequence[str | int]) -> Any:
         else:
             return None
     return value
-
-
-def _snippet(text: str, size: int = 240) -> str:
-    return text if len(text) <= size else text[:size] + "…"
