@@ -87,6 +87,9 @@ class CCXTQuotes(Source):
         self.quotes = dict(quotes or {})
         _check_nameable(self.name, self.symbols, self.explicit)
         self.batched = bool(self.exchange.has.get("fetchTickers"))
+        # One interval's requests, each waiting up to ccxt's rate limiter and the timeout.
+        # The first fetch also loads the markets (a few requests more): if that outlasts
+        # the lease, its ticks are dropped at the append, never written twice.
         requests = 1 if self.batched else len(self.symbols)
         self.timeout = requests * (timeout + self.exchange.rateLimit / 1000)
         #: our symbol -> the exchange's unified symbol; None until the markets load
