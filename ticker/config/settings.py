@@ -49,7 +49,7 @@ class Settings:
     source_url: str | None = None
     source_timeout: float = 2.0
     source_symbols: tuple[tuple[str, str], ...] = ()  # (our symbol, the exchange's name)
-    source_quotes: tuple[tuple[str, str], ...] | None = None  # None: the source's default
+    source_quotes: tuple[tuple[str, str], ...] | None = None  # None: USD, then USDT, USDC
     csv_symbol: str | None = None
     csv_speed: float | None = None  # None: one step per tick interval
     csv_loop: bool = True

@@ -3,8 +3,9 @@
 ``TICKER_SOURCE`` picks one:
 
 - ``sim``: random walks (:mod:`ticker.sources.sim`);
-- ``coinbase``, ``binance``: the exchanges' public prices over HTTP
-  (:mod:`ticker.sources.coinbase`, :mod:`ticker.sources.binance`);
+- ``ccxt:EXCHANGE``: any exchange ccxt knows, its last prices polled
+  (:mod:`ticker.sources.ccxtquotes`); ``coinbase`` and ``binance`` are
+  ``ccxt:coinbase`` and ``ccxt:binance`` by their old names;
 - ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
 - ``python:MODULE:NAME``: your own :class:`Source`, built as ``NAME(settings)``;
 - ``none``: no source; ticks come only through ``POST /api/ticks``.
@@ -20,16 +21,12 @@ from ticker.config import Settings
 from ticker.errors import ConfigError, SourceError
 from ticker.events import Event, Tick, exact_price
 from ticker.sources.base import Source
-from ticker.sources.binance import BinanceSource
-from ticker.sources.coinbase import CoinbaseSource
 from ticker.sources.csvfile import CSVSource
 from ticker.sources.sim import PROFILES, Profile, SimSource, format_price, profile_for
 
 __all__ = [
     "PROFILES",
-    "BinanceSource",
     "CSVSource",
-    "CoinbaseSource",
     "Event",
     "Profile",
     "SimSource",
@@ -50,14 +47,17 @@ def make_source(settings: Settings) -> Source | None:
         return None
     if kind == "sim":
         return SimSource(settings.symbols, settings.tick_interval, settings.seed)
-    if kind in ("coinbase", "binance"):
-        exchange = CoinbaseSource if kind == "coinbase" else BinanceSource
-        return exchange(
+    if kind in ("coinbase", "binance") or (kind == "ccxt" and ":" not in arg):
+        from ticker.sources.ccxtquotes import CCXTQuotes  # ccxt loads only when it is used
+
+        return CCXTQuotes(
+            arg or kind,
             settings.symbols,
             base_url=settings.source_url,
             timeout=settings.source_timeout,
             symbol_map=dict(settings.source_symbols),
-            quotes=None if settings.source_quotes is None else dict(settings.source_quotes),
+            quotes=dict(settings.source_quotes or ()),
+            name=settings.source,
         )
     if kind == "csv":
         return CSVSource(
