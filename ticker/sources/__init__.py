@@ -5,6 +5,8 @@
 - ``sim``: random walks (:mod:`ticker.sources.sim`);
 - ``coinbase``, ``binance``: the exchanges' public prices over HTTP
   (:mod:`ticker.sources.coinbase`, :mod:`ticker.sources.binance`);
+- ``ccxt:EXCHANGE:trades``: an exchange's trades over WebSocket through ccxt.pro
+  (:mod:`ticker.sources.ccxttrades`, on the machinery of :mod:`ticker.sources.feed`);
 - ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
 - ``python:MODULE:NAME``: your own :class:`Source`, built as ``NAME(settings)``;
 - ``none``: no source; ticks come only through ``POST /api/ticks``.
@@ -58,6 +60,19 @@ def make_source(settings: Settings) -> Source | None:
             timeout=settings.source_timeout,
             symbol_map=dict(settings.source_symbols),
             quotes=None if settings.source_quotes is None else dict(settings.source_quotes),
+        )
+    if kind == "ccxt" and arg.endswith(":trades"):
+        from ticker.sources.ccxttrades import CCXTTradesSource
+
+        return CCXTTradesSource(
+            arg.partition(":")[0],
+            settings.symbols,
+            base_url=settings.source_url,
+            timeout=settings.source_timeout,
+            symbol_map=dict(settings.source_symbols),
+            quotes=None if settings.source_quotes is None else dict(settings.source_quotes),
+            silence=settings.source_silence,
+            backoff=settings.source_backoff,
         )
     if kind == "csv":
         return CSVSource(
