@@ -1,18 +1,20 @@
 """A fake venue on 127.0.0.1: a trade stream over WebSocket and its REST answers on one port.
 
 ccxt's exchanges are re-pointed onto one base URL (``TICKER_SOURCE_URL``), so
-one ``websockets`` server answers both: plain GETs get the REST payloads
-(``process_request``), upgrades get the trade stream.  It speaks two venues'
-documented frames, as ccxt.pro subscribes to them:
+one ``websockets`` server answers both: plain GETs (``process_request``) get
+the answers of ``fake_exchange.FakeVenue`` (the recorded markets and its
+scriptable failures: ``venue.rest.script(...)``), except the recent trades,
+which come from this venue's own history; upgrades get the trade stream.  It
+speaks two venues' documented frames, as ccxt.pro subscribes to them:
 
 - Binance spot: ``{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": N}``,
   answered ``{"result": null, "id": N}``; each trade
   ``{"e": "trade", "s": "BTCUSDT", "t": id, "p": price, "q": size, "T": ms, ...}``;
-  REST ``/api/v3/exchangeInfo`` and ``/api/v3/trades`` (the recent trades; ids
-  are consecutive per symbol, so a gap is filled from there).
+  REST ``/api/v3/trades`` (the recent trades; ids are consecutive per symbol,
+  so a gap is filled from there).
 - Coinbase Advanced Trade: ``{"type": "subscribe", "channel": "market_trades",
   "product_ids": [...]}``; a ``snapshot`` of the trades it still has, newest
-  first, then one ``update`` per trade; REST ``/api/v3/brokerage/market/products``.
+  first, then one ``update`` per trade.
 
 The venue remembers every trade it published ("still has" them: REST and the
 snapshot serve them) and sends each to the connections open at the time, so a
@@ -31,12 +33,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+from tests.fake_exchange import FakeVenue as RecordedVenue
+from tests.fake_exchange import ok
+from tests.fakes import Request as RestRequest
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: trade times are BASE_MS + id
 
@@ -63,16 +70,8 @@ class Binance:
     """Binance spot's frames and REST payloads."""
 
     name = "binance"
-    markets: ClassVar = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
 
     def rest(self, path: str, query: dict[str, list[str]], venue: FakeVenue) -> Any:
-        if path == "/api/v3/exchangeInfo":
-            return {
-                "timezone": "UTC",
-                "serverTime": BASE_MS,
-                "rateLimits": [],
-                "symbols": [_binance_market(m, b, q) for m, (b, q) in self.markets.items()],
-            }
         if path == "/api/v3/trades":  # the most recent trades, oldest first
             limit = int(query.get("limit", ["500"])[0])
             found = venue.history(query["symbol"][0])[-limit:]
@@ -120,17 +119,9 @@ class Coinbase:
     """Coinbase Advanced Trade's frames and REST payloads."""
 
     name = "coinbase"
-    markets: ClassVar = {"BTC-USD": ("BTC", "USD"), "ETH-USD": ("ETH", "USD")}
 
     def rest(self, path: str, query: dict[str, list[str]], venue: FakeVenue) -> Any:
-        if path == "/api/v3/brokerage/market/products":
-            return {
-                "products": [_coinbase_product(m, b, q) for m, (b, q) in self.markets.items()],
-                "num_products": len(self.markets),
-            }
-        if path in ("/v2/currencies", "/v2/currencies/crypto"):
-            return {"data": []}
-        return None
+        return None  # the recorded payloads answer
 
     def on_message(self, message: dict[str, Any], venue: FakeVenue) -> tuple[list[str], list[str]]:
         if message.get("type") != "subscribe" or message.get("channel") != "market_trades":
@@ -145,6 +136,8 @@ class Coinbase:
         frames = []
         for market in markets:
             had = venue.history(market)[-50:][::-1]  # the last 50, newest first
+            if not had:
+                continue  # ccxt 4.5.90 cannot read an empty snapshot (it names no product)
             frames.append(
                 _coinbase_frame(
                     "market_trades", [{"type": "snapshot", "trades": [_cb(t) for t in had]}]
@@ -161,6 +154,7 @@ class FakeVenue:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.rest = RecordedVenue(dialect.name)  # the recorded REST answers, and their scripts
         self.silent = False  # accept and subscribe, but send no frame
         self.requests: list[str] = []  # REST paths asked, in order
         self.subscribed: list[list[str]] = []  # the markets of each subscription
@@ -207,6 +201,7 @@ class FakeVenue:
         return sum(1 for markets in list(self.connections.values()) if markets)
 
     def close(self) -> None:
+        self.rest.close()
         self._call(self._shutdown)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -237,18 +232,15 @@ class FakeVenue:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
         url = urlsplit(request.path)
+        query = parse_qs(url.query)
         self.requests.append(url.path)
-        payload = self.dialect.rest(url.path, parse_qs(url.query), self)
-        status, reason = (200, "OK") if payload is not None else (404, "Not Found")
-        body = json.dumps(payload if payload is not None else {"message": "not found"}).encode()
-        headers = Headers(
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ]
-        )
-        return Response(status, reason, headers, body)
+        payload = self.dialect.rest(url.path, query, self)
+        answer = ok(payload) if payload is not None else self.rest.next_answer(url.path, query)
+        self.rest.record(RestRequest(url.path, query, answer.status))
+        headers = Headers([*answer.headers.items(), ("Connection", "close")])
+        headers["Content-Length"] = str(len(answer.body))
+        reason = HTTPStatus(answer.status).phrase
+        return Response(answer.status, reason, headers, answer.body)
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections[connection] = []
@@ -296,69 +288,6 @@ class FakeVenue:
 async def _quietly(sending: Any) -> None:
     with contextlib.suppress(Exception):  # that connection is closing
         await sending
-
-
-def _binance_market(market: str, base: str, quote: str) -> dict[str, Any]:
-    return {
-        "symbol": market,
-        "status": "TRADING",
-        "baseAsset": base,
-        "baseAssetPrecision": 8,
-        "quoteAsset": quote,
-        "quotePrecision": 8,
-        "quoteAssetPrecision": 8,
-        "orderTypes": ["LIMIT", "MARKET"],
-        "icebergAllowed": True,
-        "ocoAllowed": True,
-        "isSpotTradingAllowed": True,
-        "isMarginTradingAllowed": False,
-        "filters": [
-            {
-                "filterType": "PRICE_FILTER",
-                "minPrice": "0.01",
-                "maxPrice": "1000000.00",
-                "tickSize": "0.01",
-            },
-            {
-                "filterType": "LOT_SIZE",
-                "minQty": "0.00001",
-                "maxQty": "9000.00",
-                "stepSize": "0.00001",
-            },
-        ],
-        "permissions": [],
-        "permissionSets": [["SPOT"]],
-    }
-
-
-def _coinbase_product(product: str, base: str, quote: str) -> dict[str, Any]:
-    return {
-        "product_id": product,
-        "price": "1",
-        "base_increment": "0.00000001",
-        "quote_increment": "0.01",
-        "quote_min_size": "1",
-        "quote_max_size": "150000000",
-        "base_min_size": "0.00000001",
-        "base_max_size": "3400",
-        "base_name": base,
-        "quote_name": quote,
-        "status": "online",
-        "cancel_only": False,
-        "limit_only": False,
-        "post_only": False,
-        "trading_disabled": False,
-        "is_disabled": False,
-        "product_type": "SPOT",
-        "quote_currency_id": quote,
-        "base_currency_id": base,
-        "base_display_symbol": base,
-        "quote_display_symbol": quote,
-        "view_only": False,
-        "price_increment": "0.01",
-        "display_name": product,
-        "product_venue": "CBE",
-    }
 
 
 def _cb(trade: VenueTrade) -> dict[str, Any]:

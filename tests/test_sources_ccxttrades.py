@@ -44,15 +44,16 @@ def binance() -> Iterator[FakeVenue]:
 @pytest.fixture
 def producers(make_app: Callable[..., Flask]) -> Callable[..., Producer]:
     def build(venue: FakeVenue, **config: Any) -> Producer:
-        app = make_app(
-            source=f"ccxt:{venue.dialect.name}:trades",
-            source_url=venue.url,
-            symbols="BTC-USD,ETH-USD",
-            tick_interval=0.1,
-            source_silence=5,
-            source_backoff=0.2,
+        settings = {
+            "source": f"ccxt:{venue.dialect.name}:trades",
+            "source_url": venue.url,
+            "symbols": "BTC-USD,ETH-USD",
+            "tick_interval": 0.1,
+            "source_silence": 5,
+            "source_backoff": 0.2,
             **config,
-        )
+        }
+        app = make_app(**settings)
         producer: Producer = app_state(app).producer
         return producer
 
@@ -193,8 +194,8 @@ def test_malformed_frames_are_counted_and_skipped(
 def test_the_lease_moves_while_streaming_and_no_trade_is_written_twice(
     producers: Callable[..., Producer], venue: FakeVenue
 ) -> None:
-    old = producers(venue, lease_ttl=1)
-    new = producers(venue, lease_ttl=1)
+    old = producers(venue, lease_ttl=1.5)
+    new = producers(venue, lease_ttl=1.5)
     connected(old, venue)
     first = [trade(venue, 1), trade(venue, 2)]
     venue.publish(*first)
@@ -205,9 +206,11 @@ def test_the_lease_moves_while_streaming_and_no_trade_is_written_twice(
     venue.publish(*held)
     eventually(lambda: source(old).health.trades == 4, "the old holder received 3 and 4")
     eventually(lambda: (new.produce(), new.state.leader)[1], "the new holder took over", 10)
-    eventually(lambda: venue.subscribers() == 2, "the new holder subscribed")
+    eventually(lambda: (new.produce(), venue.subscribers() == 2)[1], "the new one subscribed")
+    new.produce()
     old.produce()  # wakes: its append finds the lease taken, its connection closes
     assert not old.state.leader
+    assert not source(old).health.connected
     eventually(lambda: venue.subscribers() == 1, "the old holder's connection closed")
     later = [trade(venue, 5)]
     venue.publish(*later)
