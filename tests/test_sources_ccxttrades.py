@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from tests.fake_ws import Binance, Coinbase, FakeVenue, VenueTrade
 from tests.fakes import eventually
+from tests.servers import parse_metrics
 from ticker.producer import Producer
 from ticker.sources.ccxttrades import CCXTTradesSource
 from ticker.state import app_state
@@ -25,6 +26,7 @@ ETH = {"binance": "ETHUSDT", "coinbase": "ETH-USD"}
 OURS = {"BTCUSDT": "BTC-USD", "ETHUSDT": "ETH-USD", "BTC-USD": "BTC-USD", "ETH-USD": "ETH-USD"}
 
 Row = tuple[str, str, str | None, int]
+APPS: dict[int, Flask] = {}
 
 
 @pytest.fixture(params=["binance", "coinbase"])
@@ -43,6 +45,8 @@ def binance() -> Iterator[FakeVenue]:
 
 @pytest.fixture
 def producers(make_app: Callable[..., Flask]) -> Callable[..., Producer]:
+    """Build producers streaming from a venue, each in an app of its own (``APPS[producer]``)."""
+
     def build(venue: FakeVenue, **config: Any) -> Producer:
         settings = {
             "source": f"ccxt:{venue.dialect.name}:trades",
@@ -55,6 +59,7 @@ def producers(make_app: Callable[..., Flask]) -> Callable[..., Producer]:
         }
         app = make_app(**settings)
         producer: Producer = app_state(app).producer
+        APPS[id(producer)] = app
         return producer
 
     return build
@@ -215,3 +220,31 @@ def test_the_lease_moves_while_streaming_and_no_trade_is_written_twice(
     later = [trade(venue, 5)]
     venue.publish(*later)
     pump(new, expected(first + held + later), "the new holder")
+
+
+def test_healthz_and_metrics_show_the_upstream(
+    producers: Callable[..., Producer], binance: FakeVenue
+) -> None:
+    producer = producers(binance)
+    connected(producer, binance)
+    binance.publish(trade(binance, 1))
+    binance.withhold(trade(binance, 2))
+    binance.publish(trade(binance, 3))
+    pump(producer, expected([trade(binance, n) for n in (1, 2, 3)]))
+    client = APPS[id(producer)].test_client()
+    upstream = client.get("/healthz").get_json()["producer"]["upstream"]
+    assert upstream["connected"] is True
+    assert 0 <= upstream["last_message_age_s"] < 10
+    assert upstream["trades"] == 3 and upstream["gaps"] == 1 and upstream["reconnects"] == 0
+    assert upstream["trades_per_s"] > 0
+    got = parse_metrics(client.get("/metrics").get_data(as_text=True))
+    assert got["ticker_source_connected"] == 1
+    assert 0 <= got["ticker_source_last_message_age_seconds"] < 10
+    assert got["ticker_source_trades_total"] == 3
+    assert got["ticker_source_gaps_total"] == 1
+    assert got["ticker_source_reconnects_total"] == 0
+    assert got["ticker_source_trades_per_second"] > 0
+    producer.release()  # the lease handed on: the connection closes
+    eventually(lambda: binance.subscribers() == 0, "the connection closed")
+    got = parse_metrics(client.get("/metrics").get_data(as_text=True))
+    assert got["ticker_source_connected"] == 0
