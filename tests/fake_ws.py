@@ -135,7 +135,7 @@ class Coinbase:
     def snapshot(self, markets: list[str], venue: FakeVenue) -> list[str]:
         frames = []
         for market in markets:
-            had = venue.history(market)[-50:][::-1]  # the last 50, newest first
+            had = venue.history(market)[-50:][::-1]  # recent trades, newest first
             if not had:
                 continue  # ccxt 4.5.90 cannot read an empty snapshot (it names no product)
             frames.append(
