@@ -7,6 +7,7 @@ exactly the good trades, each once, with the venue's strings and trade time.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,8 +16,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import create_engine, text
 
+from tests.fake_exchange import rate_limited
 from tests.fake_ws import Binance, Coinbase, FakeVenue, VenueTrade
-from tests.fakes import eventually
+from tests.fakes import captured, eventually
 from tests.servers import Server, parse_metrics, run_ticker, start_produce, ticker_env
 from ticker.producer import Producer
 from ticker.sources.ccxttrades import CCXTTradesSource
@@ -251,6 +253,38 @@ def test_healthz_and_metrics_show_the_upstream(
     eventually(lambda: binance.subscribers() == 0, "the connection closed")
     got = parse_metrics(client.get("/metrics").get_data(as_text=True))
     assert got["ticker_source_connected"] == 0
+
+
+def test_a_rate_limited_market_load_waits_its_retry_after(
+    producers: Callable[..., Producer], binance: FakeVenue
+) -> None:
+    binance.rest.script("/api/v3/exchangeInfo", rate_limited("binance", retry_after="1"))
+    with captured("ticker.sources.feed", logging.INFO) as lines:
+        producer = producers(binance)
+        connected(producer, binance)
+    waits = [float(m.split()[-1].rstrip("s")) for m in lines if "reconnecting in" in m]
+    assert waits and waits[0] >= 1.0, lines
+    assert any("RateLimitExceeded" in m or "DDoSProtection" in m for m in lines), lines
+    binance.publish(trade(binance, 1))
+    pump(producer, expected([trade(binance, 1)]))
+
+
+def test_a_banned_gap_fill_is_logged_and_the_stream_goes_on(
+    producers: Callable[..., Producer], binance: FakeVenue
+) -> None:
+    producer = producers(binance)
+    connected(producer, binance)
+    binance.publish(trade(binance, 1))
+    pump(producer, expected([trade(binance, 1)]))
+    binance.rest.script("/api/v3/trades", rate_limited("binance", retry_after="60", status=418))
+    binance.withhold(trade(binance, 2))
+    with captured("ticker.sources.feed") as lines:
+        binance.publish(trade(binance, 3))
+        pump(producer, expected([trade(binance, 1), trade(binance, 3)]))
+    assert source(producer).health.gaps == 1
+    assert any("could not fill" in m for m in lines), lines
+    binance.publish(trade(binance, 4))
+    pump(producer, expected([trade(binance, n) for n in (1, 3, 4)]))
 
 
 # ---- real processes: gunicorn's gevent workers, `ticker produce` ----
