@@ -22,7 +22,9 @@ from tests.fake_ws import Binance, Coinbase, FakeVenue, VenueTrade
 from tests.fakes import captured, eventually
 from tests.servers import Server, parse_metrics, run_ticker, start_produce, ticker_env
 from ticker.producer import Producer
+from ticker.sources import ccxttrades
 from ticker.sources.ccxttrades import CCXTTradesSource
+from ticker.sources.exchange import make_exchange
 from ticker.state import app_state
 
 BTC = {"binance": "BTCUSDT", "coinbase": "BTC-USD"}
@@ -286,6 +288,23 @@ def test_a_banned_gap_fill_is_logged_and_the_stream_goes_on(
     assert any("could not fill" in m for m in lines), lines
     binance.publish(trade(binance, 4))
     pump(producer, expected([trade(binance, n) for n in (1, 3, 4)]))
+
+
+def test_without_watch_trades_for_symbols_each_symbol_is_watched(
+    producers: Callable[..., Producer], binance: FakeVenue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def single_symbol(*args: Any, **kwargs: Any) -> Any:
+        exchange = make_exchange(*args, **kwargs)
+        exchange.has = {**exchange.has, "watchTradesForSymbols": False}
+        return exchange
+
+    monkeypatch.setattr(ccxttrades, "make_exchange", single_symbol)
+    producer = producers(binance)
+    eventually(lambda: (producer.produce(), len(binance.subscribed) >= 2)[1], "two subscriptions")
+    assert sorted(binance.subscribed) == [["BTCUSDT"], ["ETHUSDT"]]
+    published = [trade(binance, 1), trade(binance, 1, ETH), trade(binance, 2)]
+    binance.publish(*published)
+    pump(producer, expected(published))
 
 
 # ---- real processes: gunicorn's gevent workers, `ticker produce` ----
