@@ -188,6 +188,7 @@ def health() -> tuple[Response, int]:
     except Exception as exc:
         return error_response(503, f"database unavailable: {type(exc).__name__}"), 503
     now = now_us()
+    source = producer.source
     return jsonify(
         {
             "status": "ok",
@@ -200,6 +201,7 @@ def health() -> tuple[Response, int]:
                 "holder": None if holder is None or holder[1] <= now else holder[0],
                 "this_process": producer.state.leader,
                 **producer.health(),
+                "upstream": None if source is None else source.health.report(),
             },
             "streams": {
                 "hub_head": state.hub.head,  # how far this process's follower has read

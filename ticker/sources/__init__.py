@@ -6,6 +6,8 @@
 - ``ccxt:EXCHANGE``: any exchange ccxt knows, its last prices polled
   (:mod:`ticker.sources.ccxtquotes`); ``coinbase`` and ``binance`` are
   ``ccxt:coinbase`` and ``ccxt:binance`` by their old names;
+- ``ccxt:EXCHANGE:trades``: an exchange's trades over WebSocket through ccxt.pro
+  (:mod:`ticker.sources.ccxttrades`, on the machinery of :mod:`ticker.sources.feed`);
 - ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
 - ``python:MODULE:NAME``: your own :class:`Source`, built as ``NAME(settings)``;
 - ``none``: no source; ticks come only through ``POST /api/ticks``.
@@ -58,6 +60,19 @@ def make_source(settings: Settings) -> Source | None:
             symbol_map=dict(settings.source_symbols),
             quotes=dict(settings.source_quotes or ()),
             name=settings.source,
+        )
+    if kind == "ccxt" and arg.endswith(":trades"):
+        from ticker.sources.ccxttrades import CCXTTradesSource
+
+        return CCXTTradesSource(
+            arg.partition(":")[0],
+            settings.symbols,
+            base_url=settings.source_url,
+            timeout=settings.source_timeout,
+            symbol_map=dict(settings.source_symbols),
+            quotes=dict(settings.source_quotes or ()),
+            silence=settings.source_silence,
+            backoff=settings.source_backoff,
         )
     if kind == "csv":
         return CSVSource(
