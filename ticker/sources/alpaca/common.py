@@ -1,0 +1,144 @@
+"""What both alpaca sources share: stock names, market hours, trades as ticks, dedup.
+
+A trade becomes a tick with Alpaca's own price and size, stamped with its
+trade time.  ``Seen`` keeps, per symbol, the newest trade appended (its time
+and Alpaca's trade id ``i``): a trade not newer than that is never appended
+again, whether a poll read the same latest trade twice or a stream replayed
+it after a reconnect; on ``resume`` it starts from the log's latest events,
+so a new lease holder does not append what the old one did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ticker.config import Settings
+from ticker.errors import ConfigError
+from ticker.events import Event, Tick, exact_price, exact_size, parse_ts
+from ticker.sources.alpaca.client import ClockClient, credentials, trading_url
+from ticker.sources.alpaca.clock import Hours, MarketClock
+from ticker.sources.base import Source
+
+logger = logging.getLogger("ticker.sources")
+
+# Alpaca's US stock symbols: letters, digits and a class after a dot (BRK.B).
+_STOCK_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z0-9]{1,4})?$")
+_FRACTION_RE = re.compile(r"\.(\d+)")
+
+
+def stock_names(symbols: Sequence[str], explicit: Mapping[str, str]) -> dict[str, str]:
+    """Map each tracked symbol Alpaca can name to its name; warn of the rest; refuse none."""
+    names = {s: explicit.get(s, s) for s in symbols if s in explicit or _STOCK_RE.match(s)}
+    unnamed = [s for s in symbols if s not in names]
+    if not names:
+        raise ConfigError(
+            "TICKER_SYMBOLS",
+            ",".join(symbols),
+            "alpaca trades US stocks and none of these is one; track symbols such as AAPL,MSFT "
+            "or name them with TICKER_SOURCE_SYMBOLS",
+        )
+    if unnamed:
+        logger.warning(
+            "alpaca: not asking for %s (not US stock symbols; map them with TICKER_SOURCE_SYMBOLS)",
+            ", ".join(unnamed),
+        )
+    return names
+
+
+def trade_time(raw: object) -> int:
+    """Return an RFC 3339 trade time (nanoseconds allowed) in microseconds, truncated."""
+    if isinstance(raw, datetime):
+        return parse_ts(raw.astimezone(UTC).isoformat())
+    if not isinstance(raw, str):
+        raise ValueError(f"the trade time is a {type(raw).__name__}, not a string")
+    return parse_ts(_FRACTION_RE.sub(lambda m: "." + m.group(1)[:6], raw, count=1))
+
+
+def trade_tick(symbol: str, trade: Mapping[str, Any]) -> tuple[Tick, str | None]:
+    """Return the tick of one Alpaca trade (``p``, ``s``, ``t``) and its trade id ``i``."""
+    size = trade.get("s")
+    tick = Tick(
+        symbol,
+        exact_price(trade["p"]),
+        trade_time(trade["t"]),
+        None if size is None else exact_size(size),
+    )
+    trade_id = trade.get("i")
+    return tick, None if trade_id is None else str(trade_id)
+
+
+class Seen:
+    """The newest trade appended per symbol: its time and id, to drop what is not newer."""
+
+    def __init__(self) -> None:
+        self.newest: dict[str, tuple[int, str | None]] = {}
+
+    def fresh(self, tick: Tick, trade_id: str | None) -> bool:
+        """Tell whether the trade is new, and if so remember it as the symbol's newest."""
+        last = self.newest.get(tick.symbol)
+        if last is not None and (
+            tick.ts < last[0] or (tick.ts == last[0] and _same(trade_id, last[1]))
+        ):
+            return False
+        self.newest[tick.symbol] = (tick.ts, trade_id)
+        return True
+
+    def start_from(self, latest: Sequence[Event]) -> None:
+        """Take the log's latest events as the newest trades (their ids are not kept)."""
+        for event in latest:
+            last = self.newest.get(event.symbol)
+            if last is None or event.ts > last[0]:
+                self.newest[event.symbol] = (event.ts, None)
+
+
+def _same(trade_id: str | None, last_id: str | None) -> bool:
+    """Two trades of one time are the same unless both ids are known and differ."""
+    return trade_id is None or last_id is None or trade_id == last_id
+
+
+class AlpacaSource(Source):
+    """US stocks from Alpaca: the names, the keys, the market clock, and what they tell."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        self.key, self.secret = credentials(environ)
+        self.names = stock_names(settings.symbols, dict(settings.source_symbols))
+        self.symbols = {name: symbol for symbol, name in self.names.items()}
+        self.timeout = settings.source_timeout
+        self.clock = MarketClock(
+            ClockClient(self.key, self.secret, url=trading_url(environ), timeout=self.timeout)
+        )
+        self.seen = Seen()
+
+    def hours(self) -> Hours:
+        """Return the market hours (asking the clock when due) and show them in the health."""
+        hours = self.clock.current()
+        self._show(hours)
+        return hours
+
+    def closed_symbols(self) -> frozenset[str]:
+        """Return the tracked stocks while the market is closed (none while open or unknown)."""
+        hours = self.clock.known()
+        self._show(hours)
+        return frozenset(self.names) if hours is not None and not hours.is_open else frozenset()
+
+    def _show(self, hours: Hours | None) -> None:
+        health = self.health
+        if hours is None:
+            health.market = health.next_open = health.next_close = None
+            return
+        shown = hours.report()
+        health.market, health.next_open, health.next_close = (
+            shown["market"],
+            shown["next_open"],
+            shown["next_close"],
+        )
+
+    def resume(self, latest: Sequence[Event]) -> None:
+        """Continue after the log's latest trades: none of them is appended again."""
+        self.seen.start_from(latest)
