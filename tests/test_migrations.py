@@ -14,7 +14,7 @@ from ticker.cli import alembic_config
 from ticker.events import Tick
 from ticker.state import app_state
 
-TABLES = {"ticks", "log_state", "leases", "candles"}
+TABLES = {"ticks", "log_state", "leases", "candles", "source_cursors"}
 
 
 def tables(url: str) -> set[str]:

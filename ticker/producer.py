@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,24 +114,30 @@ class Producer(Upkeep):
         if not self.state.leader and not self._take_over():
             return []
         ticks = self._fetch()
-        with writing(self.engine) as conn:
-            claim = lease.claim(conn, self.state.holder, self.lease_ttl)
-            if claim is lease.Claim.TAKEN:
-                logger.warning(
-                    "producer lease lost to another process; %d fetched ticks dropped", len(ticks)
-                )
-                self.state.leader = False
-                return []
-            held_meanwhile = claim is lease.Claim.ACQUIRED
-            latest = self._latest(conn) if held_meanwhile else []
-            ids = [] if held_meanwhile else log.insert_ticks(conn, ticks)
+        try:
+            with writing(self.engine) as conn:
+                claim = lease.claim(conn, self.state.holder, self.lease_ttl)
+                held_meanwhile = claim is lease.Claim.ACQUIRED
+                latest, cursors = self._latest(conn) if held_meanwhile else ([], {})
+                ids = self._append(conn, ticks) if claim is lease.Claim.RENEWED else []
+        except Exception:
+            # Unsure what committed: the source resumes from the log (and its cursors).
+            logger.warning("producer append failed; the source resumes from the log next run")
+            self._lost()
+            raise
+        if claim is lease.Claim.TAKEN:  # the source is paused only once the lock is free
+            logger.warning(
+                "producer lease lost to another process; %d fetched ticks dropped", len(ticks)
+            )
+            self._lost()
+            return []
         if held_meanwhile:
             logger.warning(
                 "producer lease was held by another process meanwhile; "
                 "%d fetched ticks dropped, resuming from the log",
                 len(ticks),
             )
-            self._resume(latest)
+            self._resume(latest, cursors)
             return []
         if ids:
             self.state.ticks += len(ids)
@@ -147,18 +153,38 @@ class Producer(Upkeep):
         with writing(self.engine) as conn:
             if lease.claim(conn, self.state.holder, self.lease_ttl) is lease.Claim.TAKEN:
                 return False
-            latest = self._latest(conn)
+            latest, cursors = self._latest(conn)
         logger.info("producer lease acquired by %s", self.state.holder)
-        self._resume(latest)
+        self._resume(latest, cursors)
         return True
 
-    def _latest(self, conn: Connection) -> list[Event]:
-        return log.latest(conn, self.settings.symbols) if self.source is not None else []
+    def _latest(self, conn: Connection) -> tuple[list[Event], dict[str, str]]:
+        """Read where the log stands for the source: the newest events and the cursors."""
+        if self.source is None:
+            return [], {}
+        symbols = self.settings.symbols
+        return log.latest(conn, symbols), log.read_cursors(conn, self.settings.source)
 
-    def _resume(self, latest: Sequence[Event]) -> None:
+    def _append(self, conn: Connection, ticks: Sequence[Tick]) -> list[int]:
+        """Insert ``ticks`` and, in the same transaction, the source's cursors after them."""
+        ids = log.insert_ticks(conn, ticks)
+        if self.source is not None:
+            cursors = self.source.checkpoint()
+            if cursors:
+                log.write_cursors(conn, self.settings.source, cursors)
+        return ids
+
+    def _resume(self, latest: Sequence[Event], cursors: Mapping[str, str]) -> None:
         self.state.leader = True
         if self.source is not None:
+            self.source.restore(cursors)
             self.source.resume(latest)
+
+    def _lost(self) -> None:
+        """Stop producing until a take-over: the source lets go of its upstream."""
+        self.state.leader = False
+        if self.source is not None:
+            self.source.pause()
 
     def _fetch(self) -> list[Tick]:
         """Ask the source for this interval's ticks, unless it is backing off; never raise."""
@@ -237,6 +263,8 @@ class Producer(Upkeep):
         """Give up the lease so another process takes over at once, and close the source."""
         if self.state.leader:
             self.state.leader = False
+            if self.source is not None:
+                self.source.pause()  # the connection closes before a successor opens its own
             try:
                 lease.release(self.engine, self.state.holder)
             except Exception:

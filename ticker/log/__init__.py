@@ -20,11 +20,13 @@ above it.
 - :mod:`~ticker.log.append`: ``append`` and ``insert_ticks``.
 - :mod:`~ticker.log.read`: ``read_after``, ``read_before``, ``latest``.
 - :mod:`~ticker.log.prune`: retention.
+- :mod:`~ticker.log.cursors`: streamed sources' cursors, written with their ticks.
 """
 
 from __future__ import annotations
 
 from ticker.log.append import append, insert_ticks
+from ticker.log.cursors import SourceCursor, read_cursors, write_cursors
 from ticker.log.prune import prune
 from ticker.log.read import latest, latest_any, read_after, read_before
 from ticker.log.table import (
@@ -49,6 +51,7 @@ __all__ = [
     "EventRow",
     "LogState",
     "Position",
+    "SourceCursor",
     "append",
     "driver_rows",
     "head",
@@ -60,8 +63,10 @@ __all__ = [
     "pruned_through",
     "read_after",
     "read_before",
+    "read_cursors",
     "read_state",
     "rolled_up",
     "ticks",
+    "write_cursors",
     "write_state",
 ]

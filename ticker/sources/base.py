@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,9 @@ class SourceHealth:
     duplicates: int = 0  # trades dropped as already seen
     gaps: int = 0  # breaks noticed in the venue's trade ids or sequence numbers
     reconnects: int = 0
+    malformed: int = 0  # messages the source could not read, skipped
+    dropped: int = 0  # trades dropped because the buffer to the producer was full
+    trades_per_s: float | None = None  # handed to the producer, over a recent window
     market: str | None = None
     next_open: str | None = None
     next_close: str | None = None
@@ -48,6 +51,9 @@ class SourceHealth:
             "duplicates": self.duplicates,
             "gaps": self.gaps,
             "reconnects": self.reconnects,
+            "malformed": self.malformed,
+            "dropped": self.dropped,
+            "trades_per_s": self.trades_per_s,
             "market": self.market,
             "next_open": self.next_open,
             "next_close": self.next_close,
@@ -80,6 +86,18 @@ class Source(ABC):
 
     def resume(self, latest: Sequence[Event]) -> None:  # noqa: B027 (optional hook)
         """Continue from the log's latest events when this process takes the producer over."""
+
+    def checkpoint(self) -> Mapping[str, str]:
+        """Return where the ticks the last ``next_ticks`` gave leave each symbol's stream.
+
+        The producer stores these cursors in the transaction that appends
+        those ticks, and gives them back to ``restore`` at a take-over.  A
+        source that needs no cursor returns none.
+        """
+        return {}
+
+    def restore(self, cursors: Mapping[str, str]) -> None:  # noqa: B027 (optional hook)
+        """Take the cursors the log holds, before ``resume``, when this process takes over."""
 
     def pause(self) -> None:  # noqa: B027 (optional hook)
         """This process lost the producer lease: let go of upstream connections until ``resume``."""
