@@ -129,8 +129,8 @@ def test_the_market_opening_is_noticed_at_the_time_the_clock_named(
     app, producer = alpaca()
     source = producer.source
     wall = [time.time()]
-    source.clock.wall = lambda: wall[0]
-    source.clock.monotonic = clock
+    source.stocks.clock.wall = lambda: wall[0]
+    source.stocks.clock.monotonic = clock
     exchange.script(CLOCK, hours(False, opens_in=5), hours(True))
     exchange.then = lambda path, query: ok(raw("latest_trades.json"))
     run(producer, clock, 3)

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from ticker.sources.alpaca.common import AlpacaSource
+from ticker.sources.alpaca.common import Stocks
 from ticker.sources.alpaca.polled import AlpacaPolledSource
 
-__all__ = ["AlpacaPolledSource", "AlpacaSource"]
+__all__ = ["AlpacaPolledSource", "Stocks"]

@@ -1,4 +1,4 @@
-"""What both alpaca sources share: stock names, market hours, trades as ticks, dedup.
+"""What both alpaca sources share: stock names, keys, market hours, trades as ticks.
 
 A trade becomes a tick with Alpaca's own price and size, stamped with its
 trade time.  ``Seen`` keeps, per symbol, the newest trade appended (its time
@@ -22,7 +22,7 @@ from ticker.errors import ConfigError
 from ticker.events import Event, Tick, exact_price, exact_size, parse_ts
 from ticker.sources.alpaca.client import ClockClient, credentials, trading_url
 from ticker.sources.alpaca.clock import Hours, MarketClock
-from ticker.sources.base import Source
+from ticker.sources.base import SourceHealth
 
 logger = logging.getLogger("ticker.sources")
 
@@ -101,8 +101,8 @@ def _same(trade_id: str | None, last_id: str | None) -> bool:
     return trade_id is None or last_id is None or trade_id == last_id
 
 
-class AlpacaSource(Source):
-    """US stocks from Alpaca: the names, the keys, the market clock, and what they tell."""
+class Stocks:
+    """The stocks of one alpaca source: Alpaca's names for them, the keys, the market clock."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
@@ -113,32 +113,31 @@ class AlpacaSource(Source):
         self.clock = MarketClock(
             ClockClient(self.key, self.secret, url=trading_url(environ), timeout=self.timeout)
         )
-        self.seen = Seen()
 
-    def hours(self) -> Hours:
-        """Return the market hours (asking the clock when due) and show them in the health."""
+    def hours(self, health: SourceHealth) -> Hours:
+        """Return the market hours (asking the clock when due) and show them in ``health``."""
         hours = self.clock.current()
-        self._show(hours)
+        _show(health, hours)
         return hours
 
-    def closed_symbols(self) -> frozenset[str]:
+    def closed(self, health: SourceHealth) -> frozenset[str]:
         """Return the tracked stocks while the market is closed (none while open or unknown)."""
         hours = self.clock.known()
-        self._show(hours)
+        _show(health, hours)
         return frozenset(self.names) if hours is not None and not hours.is_open else frozenset()
 
-    def _show(self, hours: Hours | None) -> None:
-        health = self.health
-        if hours is None:
-            health.market = health.next_open = health.next_close = None
-            return
-        shown = hours.report()
-        health.market, health.next_open, health.next_close = (
-            shown["market"],
-            shown["next_open"],
-            shown["next_close"],
-        )
+    def close(self) -> None:
+        """Close the clock's HTTP session."""
+        self.clock.client._session.close()
 
-    def resume(self, latest: Sequence[Event]) -> None:
-        """Continue after the log's latest trades: none of them is appended again."""
-        self.seen.start_from(latest)
+
+def _show(health: SourceHealth, hours: Hours | None) -> None:
+    if hours is None:
+        health.market = health.next_open = health.next_close = None
+        return
+    shown = hours.report()
+    health.market, health.next_open, health.next_close = (
+        shown["market"],
+        shown["next_open"],
+        shown["next_close"],
+    )

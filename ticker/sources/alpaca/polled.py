@@ -17,7 +17,7 @@ spell, so that a server started on a weekend shows the closing prices.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alpaca.data.enums import DataFeed
@@ -25,28 +25,33 @@ from alpaca.data.requests import StockLatestTradeRequest
 
 from ticker.config import Settings
 from ticker.errors import SourceError
-from ticker.events import Tick
+from ticker.events import Event, Tick
 from ticker.sources.alpaca.client import DataClient
-from ticker.sources.alpaca.common import AlpacaSource, logger, trade_tick
+from ticker.sources.alpaca.common import Seen, Stocks, logger, trade_tick
+from ticker.sources.base import Source
 
 LATEST_TRADES = "/stocks/trades/latest"  # under the data API's /v2
 
 
-class AlpacaPolledSource(AlpacaSource):
+class AlpacaPolledSource(Source):
     """Latest trades from Alpaca's market-data API, one request for all stocks per interval."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-        super().__init__(settings, environ)
-        self.data = DataClient(self.key, self.secret, url=settings.source_url, timeout=self.timeout)
-        self.request = StockLatestTradeRequest(
-            symbol_or_symbols=list(self.names.values()), feed=DataFeed.IEX
+        self.stocks = stocks = Stocks(settings, environ)
+        self.timeout = stocks.timeout
+        self.data = DataClient(
+            stocks.key, stocks.secret, url=settings.source_url, timeout=self.timeout
         )
+        self.request = StockLatestTradeRequest(
+            symbol_or_symbols=list(stocks.names.values()), feed=DataFeed.IEX
+        )
+        self.seen = Seen()
         self.missing: set[str] = set()
         self._closed_polled = False  # the closing prices were read in this closed spell
 
     def next_ticks(self, now_us: int) -> list[Tick]:
         """Return a tick per stock that traded since the last poll; none while closed."""
-        if not self.hours().is_open:
+        if not self.stocks.hours(self.health).is_open:
             if self._closed_polled:
                 return []
             self._closed_polled = True
@@ -64,14 +69,14 @@ class AlpacaPolledSource(AlpacaSource):
             raise SourceError(
                 f'alpaca: GET {LATEST_TRADES}: expected {{"trades": {{...}}}}, got {answer!r:.120}'
             )
-        self.health.last_message_at = self.clock.monotonic()
+        self.health.last_message_at = self.stocks.clock.monotonic()
         return trades
 
     def _fresh(self, trades: dict[str, Any]) -> list[Tick]:
         """Turn the trades into ticks, leaving out those already appended and those malformed."""
         ticks: list[Tick] = []
         bad: list[str] = []
-        for name, symbol in self.symbols.items():
+        for name, symbol in self.stocks.symbols.items():
             trade = trades.get(name)
             if trade is None:
                 continue
@@ -83,7 +88,7 @@ class AlpacaPolledSource(AlpacaSource):
             if self.seen.fresh(tick, trade_id):
                 self.health.trades += 1
                 ticks.append(tick)
-        self._note_missing({s for n, s in self.symbols.items() if n not in trades})
+        self._note_missing({s for n, s in self.stocks.symbols.items() if n not in trades})
         if bad:
             raise SourceError(f"alpaca: malformed trades: {'; '.join(bad)}"[:400], ticks=ticks)
         return ticks
@@ -95,7 +100,15 @@ class AlpacaPolledSource(AlpacaSource):
             logger.info("alpaca: trades again for %s", ", ".join(sorted(self.missing - missing)))
         self.missing = missing
 
+    def resume(self, latest: Sequence[Event]) -> None:
+        """Continue after the log's latest trades: none of them is appended again."""
+        self.seen.start_from(latest)
+
+    def closed_symbols(self) -> frozenset[str]:
+        """Return the tracked stocks while the market is closed."""
+        return self.stocks.closed(self.health)
+
     def close(self) -> None:
         """Close the HTTP sessions."""
         self.data._session.close()
-        self.clock.client._session.close()
+        self.stocks.close()
