@@ -5,7 +5,8 @@
 - ``sim``: random walks (:mod:`ticker.sources.sim`);
 - ``coinbase``, ``binance``: the exchanges' public prices over HTTP
   (:mod:`ticker.sources.coinbase`, :mod:`ticker.sources.binance`);
-- ``alpaca``: US stocks' latest trades from Alpaca (:mod:`ticker.sources.alpaca`);
+- ``alpaca``, ``alpaca:trades``: US stocks from Alpaca, latest trades polled or
+  every trade streamed (:mod:`ticker.sources.alpaca`);
 - ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
 - ``python:MODULE:NAME``: your own :class:`Source`, built as ``NAME(settings)``;
 - ``none``: no source; ticks come only through ``POST /api/ticks``.
@@ -61,9 +62,9 @@ def make_source(settings: Settings) -> Source | None:
             quotes=None if settings.source_quotes is None else dict(settings.source_quotes),
         )
     if kind == "alpaca":
-        from ticker.sources.alpaca import AlpacaPolledSource  # alpaca-py: only when asked for
+        from ticker.sources import alpaca  # alpaca-py: imported only when asked for
 
-        return AlpacaPolledSource(settings)
+        return alpaca.AlpacaTradesSource(settings) if arg else alpaca.AlpacaPolledSource(settings)
     if kind == "csv":
         return CSVSource(
             Path(arg),
