@@ -2,21 +2,27 @@
 
 The HTTP side is a :class:`tests.fakes.FakeExchange` scripted with these
 answers (the data API's latest trades and the trading API's clock on one
-port).  The payloads are in ``tests/payloads/alpaca`` (their README says
-where each shape comes from).
+port); the stream is :class:`FakeStream` (the ``websockets`` package).  The
+payloads are in ``tests/payloads/alpaca`` (their README says where each shape
+comes from).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import queue
+import threading
 import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import msgpack
+from websockets.sync.server import ServerConnection, serve
+
 from tests.fakes import Answer, ok
-from ticker.events import format_ts
+from ticker.events import format_ts, parse_ts
 
 PAYLOADS = Path(__file__).parent / "payloads" / "alpaca"
 TRADES = "/v2/stocks/trades/latest"
@@ -69,3 +75,73 @@ def hours(is_open: bool, opens_in: float = 3600.0, closes_in: float = 7200.0) ->
 def closed() -> Answer:
     """Answer the clock of a weekend: closed, opening in two days."""
     return hours(False, opens_in=2 * 86400, closes_in=2 * 86400 + 6.5 * 3600)
+
+
+DROP = "drop"  # a step of the fake stream: the connection breaks
+
+
+def trade_frame(symbol: str, trade_id: int, price: float, size: int, when: str) -> bytes:
+    """Return one msgpack frame with one trade, as Alpaca sends it to alpaca-py."""
+    message = {**payload("stream.json")["trade"], "S": symbol, "i": trade_id, "p": price, "s": size}
+    message["t"] = msgpack.Timestamp.from_unix_nano(parse_ts_ns(when))
+    return bytes(msgpack.packb([message]))
+
+
+def parse_ts_ns(when: str) -> int:
+    """Return an RFC 3339 UTC time with up to nine fractional digits as nanoseconds."""
+    whole, _, fraction = when.rstrip("Z").partition(".")
+    seconds = parse_ts(whole + "Z") // 1_000_000
+    return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
+
+
+class FakeStream:
+    """Alpaca's real-time stock stream on 127.0.0.1, speaking msgpack as alpaca-py asks.
+
+    Each connection gets ``connected``, must authenticate with ``KEYS`` and
+    subscribe, then is sent the steps the test queues (a frame, or ``DROP`` to
+    break this connection; the next one carries on with the queue).
+    """
+
+    def __init__(self) -> None:
+        self.steps: queue.Queue[bytes | str] = queue.Queue()
+        self.connects = 0
+        self.content_types: list[str | None] = []
+        self.subscribed: list[list[str]] = []
+        self.closed = threading.Event()
+        self.server = serve(self._handle, "127.0.0.1", 0, compression=None)
+        self.url = f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def send(self, *steps: bytes | str) -> None:
+        for step in steps:
+            self.steps.put(step)
+
+    def _handle(self, connection: ServerConnection) -> None:
+        self.connects += 1
+        request = connection.request
+        self.content_types.append(None if request is None else request.headers.get("Content-Type"))
+        stream = payload("stream.json")
+        connection.send(msgpack.packb(stream["connected"]))
+        auth = msgpack.unpackb(connection.recv(timeout=10))
+        if (auth.get("key"), auth.get("secret")) != tuple(KEYS.values()):
+            connection.send(msgpack.packb(stream["auth_failed"]))
+            return
+        connection.send(msgpack.packb(stream["authenticated"]))
+        subscribe = msgpack.unpackb(connection.recv(timeout=10))
+        self.subscribed.append(list(subscribe.get("trades", [])))
+        connection.send(
+            msgpack.packb([{**stream["subscription"][0], "trades": subscribe["trades"]}])
+        )
+        while not self.closed.is_set():
+            try:
+                step = self.steps.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if step == DROP:
+                return  # the handler's end closes the connection
+            connection.send(step)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.shutdown()
