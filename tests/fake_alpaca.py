@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import copy
 import json
-import queue
 import threading
 import time
+from collections import deque
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgpack
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
 from tests.fakes import Answer, ok
@@ -103,7 +104,8 @@ class FakeStream:
     """
 
     def __init__(self) -> None:
-        self.steps: queue.Queue[bytes | str] = queue.Queue()
+        self.steps: deque[bytes | str] = deque()
+        self.lock = threading.Lock()
         self.connects = 0
         self.content_types: list[str | None] = []
         self.subscribed: list[list[str]] = []
@@ -114,8 +116,8 @@ class FakeStream:
         self.thread.start()
 
     def send(self, *steps: bytes | str) -> None:
-        for step in steps:
-            self.steps.put(step)
+        with self.lock:
+            self.steps.extend(steps)
 
     def _handle(self, connection: ServerConnection) -> None:
         self.connects += 1
@@ -134,13 +136,24 @@ class FakeStream:
             msgpack.packb([{**stream["subscription"][0], "trades": subscribe["trades"]}])
         )
         while not self.closed.is_set():
-            try:
-                step = self.steps.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if step == DROP:
+            with self.lock:
+                step = self.steps.popleft() if self.steps else None
+            if step is None:
+                time.sleep(0.01)
+            elif step == DROP:
                 return  # the handler's end closes the connection
-            connection.send(step)
+            elif not self._sent(connection, step):
+                return
+
+    def _sent(self, connection: ServerConnection, frame: bytes) -> bool:
+        """Send ``frame``; if the client has gone, keep it first in line for the next one."""
+        try:
+            connection.send(frame)
+        except ConnectionClosed:
+            with self.lock:
+                self.steps.appendleft(frame)
+            return False
+        return True
 
     def close(self) -> None:
         self.closed.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,8 +20,11 @@ from tests.fake_alpaca import (
     parse_ts_ns,
     trade_frame,
 )
-from tests.fakes import Answer, Clock, FakeExchange, eventually, ok, source_apps
+from tests.fakes import Answer, Clock, FakeExchange, eventually, log_rows, ok, source_apps
+from tests.servers import Server
 from ticker.producer import Producer
+from ticker.sources.alpaca import clock as market_clock
+from ticker.sources.alpaca.trades import stream_url
 from ticker.state import app_state
 
 T1 = "2026-12-02T15:04:05.123456789Z"
@@ -161,3 +165,62 @@ def test_a_closed_market_holds_no_connection_and_counts_no_error(
         "AAPL": (True, False),
         "BRK.B": (True, False),
     }
+
+
+@pytest.mark.server
+def test_under_gunicorn_only_the_lease_holder_streams_and_every_trade_lands_once(
+    serve: Callable[..., Server],
+    db_url: str,
+    exchange: FakeExchange,
+    stream: FakeStream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("APCA_API_BASE_URL", exchange.url)
+    market_is_open(exchange, True)
+    server = serve(source="alpaca:trades", source_url=stream.url, symbols="AAPL", workers=2)
+    eventually(lambda: stream.subscribed, "the lease holder's subscription", 20)
+    stream.send(*(trade_frame("AAPL", 200 + n, 187.01 + n / 100, n + 1, T1) for n in range(20)))
+    eventually(lambda: len(log_rows(db_url)) == 20, "20 trades in the log", 20)
+    assert [p for _, p in log_rows(db_url)] == [f"{187.01 + n / 100!r}" for n in range(20)]
+    assert stream.connects == 1  # the other worker holds no connection
+    assert "source failed" not in server.log_text()
+
+
+def test_the_stream_closes_with_the_market_and_opens_after_the_last_trade_handed_on(
+    trades: Any, stream: FakeStream, exchange: FakeExchange, clock: Clock
+) -> None:
+    app, producer = trades()
+    source = producer.source
+    wall = [time.time()]
+    source.stocks.clock.wall = lambda: wall[0]
+    source.stocks.clock.monotonic = clock
+    exchange.script(CLOCK, hours(True, closes_in=60), hours(False, opens_in=60), hours(True))
+    producer.produce()
+    eventually(lambda: stream.subscribed, "the subscription")
+    stream.send(trade_frame("AAPL", 101, 187.43, 100, T1))
+    produce_until(producer, app, 1)
+    wall[0] += 61  # past the close the clock named
+    clock.now += market_clock.MIN_GAP
+    producer.produce()
+    assert source.health.market == "closed"
+    eventually(lambda: source.health.connected is False, "the connection closed")
+    for _ in range(3):
+        producer.produce()
+    assert stream.connects == 1
+    wall[0] += 61  # past the next open
+    clock.now += market_clock.MIN_GAP
+    producer.produce()
+    eventually(lambda: stream.connects == 2 and len(stream.subscribed) == 2, "open again")
+    stream.send(trade_frame("AAPL", 101, 187.43, 100, T1), trade_frame("AAPL", 102, 188, 1, T3))
+    rows = produce_until(producer, app, 2)
+    assert [(s, p) for s, p, _, _ in rows] == [("AAPL", "187.43"), ("AAPL", "188")]
+    assert producer.state.errors == 0
+    assert exchange.count(CLOCK) == 3
+
+
+def test_the_stream_url_follows_the_source_url() -> None:
+    assert stream_url(None) == "wss://stream.data.alpaca.markets/v2/iex"
+    assert stream_url("http://127.0.0.1:8001") == "ws://127.0.0.1:8001/v2/iex"
+    assert stream_url("https://proxy.example/alpaca") == "wss://proxy.example/alpaca/v2/iex"
