@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from tests.fake_alpaca import CLOCK, KEYS, TRADES, closed, hours, latest, raw, trade
 from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, due, ok, source_apps
+from tests.servers import run_ticker
 from ticker.errors import ConfigError
 from ticker.events import parse_ts
 from ticker.producer import Producer
@@ -154,8 +155,18 @@ def test_missing_keys_stop_start_up_naming_the_variables(
         alpaca()
     assert caught.value.variable == "APCA_API_SECRET_KEY"
     monkeypatch.delenv("APCA_API_KEY_ID")
-    with pytest.raises(ConfigError, match="APCA_API_KEY_ID and APCA_API_SECRET_KEY unset"):
+    with pytest.raises(ConfigError, match=r"APCA_API_KEY_ID='': unset \(and APCA_API_SECRET_KEY\)"):
         alpaca()
+
+
+def test_ticker_produce_without_keys_stops_at_start_up_naming_them(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in KEYS:
+        monkeypatch.delenv(name, raising=False)
+    done = run_ticker("produce", database_url=db_url, source="alpaca", symbols="AAPL")
+    assert done.returncode != 0
+    assert "APCA_API_KEY_ID" in done.stderr and "APCA_API_SECRET_KEY" in done.stderr
 
 
 def test_refused_keys_are_counted_with_a_message_naming_the_variables(

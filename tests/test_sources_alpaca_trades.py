@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 from flask import Flask
 from sqlalchemy import text
@@ -20,7 +21,16 @@ from tests.fake_alpaca import (
     parse_ts_ns,
     trade_frame,
 )
-from tests.fakes import Answer, Clock, FakeExchange, eventually, log_rows, ok, source_apps
+from tests.fakes import (
+    Answer,
+    Clock,
+    FakeExchange,
+    captured,
+    eventually,
+    log_rows,
+    ok,
+    source_apps,
+)
 from tests.servers import Server
 from ticker.producer import Producer
 from ticker.sources.alpaca import clock as market_clock
@@ -67,7 +77,7 @@ def market_is_open(exchange: FakeExchange, is_open: bool) -> None:
     exchange.then = answer
 
 
-def logged(app: Flask) -> list[tuple[str, str, str | None, int]]:
+def trades_in(app: Flask) -> list[tuple[str, str, str | None, int]]:
     with app_state(app).engine.connect() as conn:
         rows = conn.execute(text("SELECT symbol, price, size, ts FROM ticks ORDER BY id"))
         return [(r[0], r[1], r[2], int(r[3])) for r in rows]
@@ -78,7 +88,7 @@ def produce_until(producer: Producer, app: Flask, count: int) -> list[Any]:
 
     def enough() -> list[Any]:
         producer.produce()
-        rows = logged(app)
+        rows = trades_in(app)
         return rows if len(rows) >= count else []
 
     return eventually(enough, f"{count} trades in the log", 15)
@@ -224,3 +234,31 @@ def test_the_stream_url_follows_the_source_url() -> None:
     assert stream_url(None) == "wss://stream.data.alpaca.markets/v2/iex"
     assert stream_url("http://127.0.0.1:8001") == "ws://127.0.0.1:8001/v2/iex"
     assert stream_url("https://proxy.example/alpaca") == "wss://proxy.example/alpaca/v2/iex"
+
+
+def test_refused_keys_and_the_stream_s_errors_reconnect_with_back_off_naming_the_keys(
+    trades: Any, stream: FakeStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "wrong")
+    app, producer = trades()
+    with captured("ticker.sources") as logged:
+        producer.produce()
+        eventually(lambda: stream.connects >= 2, "a second try")
+    assert any("auth failed" in m and "APCA_API_KEY_ID" in m for m in logged)
+    assert producer.source.health.connected is False
+    assert trades_in(app) == []
+
+
+def test_an_error_message_on_the_stream_reconnects(trades: Any, stream: FakeStream) -> None:
+    app, producer = trades()
+    producer.produce()
+    eventually(lambda: stream.subscribed, "the subscription")
+    error = {"T": "error", "code": 406, "msg": "connection limit exceeded"}
+    with captured("ticker.sources") as logged:
+        stream.send(msgpack.packb([error]))
+        eventually(lambda: len(stream.subscribed) == 2, "subscribed again")
+        stream.send(trade_frame("AAPL", 301, 190.5, 1, T3))
+        rows = produce_until(producer, app, 1)
+    assert [(s, p) for s, p, _, _ in rows] == [("AAPL", "190.5")]
+    assert stream.connects == 2
+    assert any("connection limit exceeded (code 406)" in m for m in logged)

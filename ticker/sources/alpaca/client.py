@@ -53,8 +53,9 @@ def credentials(environ: Mapping[str, str]) -> tuple[str, str]:
         raise ConfigError(
             missing[0],
             "",
-            f"{' and '.join(missing)} unset: the alpaca sources need an Alpaca key in "
-            f"{KEY_ID} and {SECRET_KEY} (app.alpaca.markets, API keys; a free account will do)",
+            f"unset{' (and ' + missing[1] + ')' if len(missing) > 1 else ''}: the alpaca "
+            f"sources need an Alpaca API key in {KEY_ID} and {SECRET_KEY} "
+            "(app.alpaca.markets, API keys; a free account's will do)",
         )
     return key, secret
 
