@@ -22,6 +22,7 @@ from ticker.cli import upgrade
 from ticker.config import MULTIPROC_ENV
 from ticker.errors import SourceError
 from ticker.events import now_us
+from ticker.sources import Source
 from ticker.state import app_state
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -113,19 +114,13 @@ def test_stream_hooks_count_writes_and_time_only_live_ones(make_app: Callable[..
     assert (health["open"], health["sent"], health["replayed"]) == (1, 103, 100)
 
 
-class Failing:
+class Failing(Source):
     """A source whose every fetch fails."""
 
     timeout = 1.0
 
     def next_ticks(self, now_us: int) -> list[Any]:
         raise SourceError("the exchange is down")
-
-    def resume(self, latest: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_producer_ticks_and_errors_are_counted(make_app: Callable[..., Flask], db_url: str) -> None:

@@ -13,13 +13,17 @@ client, ``ticker produce``) each app has a registry of its own.
 The per-event cost stays low: the stream calls ``on_sent`` once per write with
 a count, never once per event.  The log's gauges (head, prune horizon, newest
 tick's age, lease) are read from the database when scraped, so every worker
-reports the same, current numbers.
+reports the same, current numbers.  The source's (``ticker_source_*``: whether
+it is connected, its last message, trades, gaps, reconnects) are moved in from
+its ``SourceHealth`` after each producer run; the age of the last message is
+worked out at the scrape from the newest time any live worker reported.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +38,7 @@ from ticker import lease, log
 from ticker.config import multiprocess_dir
 from ticker.events import now_us
 from ticker.producer import Producer
+from ticker.sources.base import SourceHealth
 from ticker.stream.slots import Slot, Streams
 
 logger = logging.getLogger(__name__)
@@ -105,6 +110,7 @@ class Metrics:
         self.pruned = Counter(
             "ticker_log_pruned_events", "Events deleted by retention.", registry=own
         )
+        self.source = SourceMetrics(own)
         for reason in RESET_REASONS:  # show zeros, so rates and alerts have a series
             self.resets.labels(reason)
         for stage in ERROR_STAGES:
@@ -117,11 +123,97 @@ class Metrics:
             assert own is not None
             self.registry.register(own)
         self.registry.register(LogCollector(engine))
+        self.registry.register(SourceAgeCollector(self.source, shared))
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Return the exposition for an ``Accept`` header, and its content type."""
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
+
+
+class SourceMetrics:
+    """What the producer's source says of its upstream, moved in after each producer run.
+
+    The source counts in plain integers (``SourceHealth``, from its own thread);
+    :meth:`report` adds what changed since the last run.  Across workers the
+    counters add up; ``connected`` and the last message's time take the
+    largest live value: only the lease holder's source is connected.
+    """
+
+    COUNTERS = ("trades", "duplicates", "gaps", "reconnects", "malformed", "dropped")
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.connected = Gauge(
+            "ticker_source_connected",
+            "1 when the producer's source holds its upstream connection (in any live worker).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.last_message = Gauge(
+            "ticker_source_last_message_timestamp_seconds",
+            "Wall-clock time of the source's last message from its upstream.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.rate = Gauge(
+            "ticker_source_trades_per_second",
+            "Trades the source handed to the producer per second, over a recent window.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        helps = {
+            "trades": "Trades (or quotes) the source received, duplicates included.",
+            "duplicates": "Trades the source dropped as already taken (a replay, a fill).",
+            "gaps": "Breaks the source noticed in its venue's trade ids.",
+            "reconnects": "Times the source reconnected to its upstream.",
+            "malformed": "Messages from the upstream the source could not read, skipped.",
+            "dropped": "Trades dropped because the buffer to the producer was full.",
+        }
+        self.counters = {
+            name: Counter(f"ticker_source_{name}", helps[name], registry=registry)
+            for name in self.COUNTERS
+        }
+        self._reported = dict.fromkeys(self.COUNTERS, 0)
+        self.newest: float | None = None  # this process's last message, wall clock
+
+    def report(self, health: SourceHealth) -> None:
+        """Move what ``health`` counted since the last report into the metrics."""
+        for name, counter in self.counters.items():
+            value = getattr(health, name)
+            if value > self._reported[name]:
+                counter.inc(value - self._reported[name])
+            self._reported[name] = value
+        self.connected.set(1 if health.connected else 0)
+        self.rate.set((health.trades_per_s or 0.0) if health.connected else 0.0)
+        if health.last_message_at is not None:
+            self.newest = time.time() - (time.monotonic() - health.last_message_at)
+            self.last_message.set(self.newest)
+
+
+class SourceAgeCollector:
+    """Yield the age of the source's last message at scrape time (the newest of any worker)."""
+
+    def __init__(self, source: SourceMetrics, shared: str | None) -> None:
+        self.source = source
+        self.files = None if shared is None else MultiProcessCollector(None, path=shared)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield ``ticker_source_last_message_age_seconds`` once any message came."""
+        newest = self.source.newest if self.files is None else self._newest_of_all()
+        if newest is not None:
+            yield GaugeMetricFamily(
+                "ticker_source_last_message_age_seconds",
+                "Seconds since the source's last message from its upstream.",
+                value=max(0.0, time.time() - newest),
+            )
+
+    def _newest_of_all(self) -> float | None:
+        assert self.files is not None
+        for family in self.files.collect():  # type: ignore[no-untyped-call]
+            if family.name == "ticker_source_last_message_timestamp_seconds":
+                values = [sample.value for sample in family.samples if sample.value > 0]
+                return max(values, default=None)
+        return None
 
 
 class LogCollector:
@@ -248,6 +340,22 @@ class MeteredProducer(Producer):
     def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.metrics = metrics
+
+    def produce(self) -> list[int]:
+        """Run the producer once, then report its source's health."""
+        try:
+            return super().produce()
+        finally:
+            self._report_source()
+
+    def release(self) -> None:
+        """Hand the lease on and close the source, then report it disconnected."""
+        super().release()
+        self._report_source()
+
+    def _report_source(self) -> None:
+        if self.source is not None:
+            self.metrics.source.report(self.source.health)
 
     def on_ticks(self, count: int) -> None:
         """Count ticks appended."""

@@ -50,6 +50,9 @@ class Settings:
     source_timeout: float = 2.0
     source_symbols: tuple[tuple[str, str], ...] = ()  # (our symbol, the exchange's name)
     source_quotes: tuple[tuple[str, str], ...] | None = None  # None: the source's default
+    # Streamed sources (ccxt:EXCHANGE:trades): reconnect a feed silent this long; back-off ceiling.
+    source_silence: float = 30.0
+    source_backoff: float = 30.0
     csv_symbol: str | None = None
     csv_speed: float | None = None  # None: one step per tick interval
     csv_loop: bool = True
@@ -112,6 +115,8 @@ def load_settings(
         "LEASE_TTL": 0.5,
         "POLL_INTERVAL": 0.001,
         "SOURCE_TIMEOUT": 0.05,
+        "SOURCE_SILENCE": 0.1,
+        "SOURCE_BACKOFF": 0.05,
         "BUSY_RETRY": 0.1,
         "PRUNE_INTERVAL": 0.1,
         "ROLLUP_INTERVAL": 0.05,

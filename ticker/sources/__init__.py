@@ -3,8 +3,11 @@
 ``TICKER_SOURCE`` picks one:
 
 - ``sim``: random walks (:mod:`ticker.sources.sim`);
-- ``coinbase``, ``binance``: the exchanges' public prices over HTTP
-  (:mod:`ticker.sources.coinbase`, :mod:`ticker.sources.binance`);
+- ``ccxt:EXCHANGE``: any exchange ccxt knows, its last prices polled
+  (:mod:`ticker.sources.ccxtquotes`); ``coinbase`` and ``binance`` are
+  ``ccxt:coinbase`` and ``ccxt:binance`` by their old names;
+- ``ccxt:EXCHANGE:trades``: an exchange's trades over WebSocket through ccxt.pro
+  (:mod:`ticker.sources.ccxttrades`, on the machinery of :mod:`ticker.sources.feed`);
 - ``alpaca``, ``alpaca:trades``: US stocks from Alpaca, latest trades polled or
   every trade streamed (:mod:`ticker.sources.alpaca`);
 - ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
@@ -22,16 +25,14 @@ from ticker.config import Settings
 from ticker.errors import ConfigError, SourceError
 from ticker.events import Event, Tick, exact_price
 from ticker.sources.base import Source
-from ticker.sources.binance import BinanceSource
-from ticker.sources.coinbase import CoinbaseSource
+from ticker.sources.ccxtquotes import CCXTQuotes
 from ticker.sources.csvfile import CSVSource
 from ticker.sources.sim import PROFILES, Profile, SimSource, format_price, profile_for
 
 __all__ = [
     "PROFILES",
-    "BinanceSource",
+    "CCXTQuotes",
     "CSVSource",
-    "CoinbaseSource",
     "Event",
     "Profile",
     "SimSource",
@@ -52,14 +53,28 @@ def make_source(settings: Settings) -> Source | None:
         return None
     if kind == "sim":
         return SimSource(settings.symbols, settings.tick_interval, settings.seed)
-    if kind in ("coinbase", "binance"):
-        exchange = CoinbaseSource if kind == "coinbase" else BinanceSource
-        return exchange(
+    if kind in ("coinbase", "binance") or (kind == "ccxt" and ":" not in arg):
+        return CCXTQuotes(
+            arg or kind,
             settings.symbols,
             base_url=settings.source_url,
             timeout=settings.source_timeout,
             symbol_map=dict(settings.source_symbols),
-            quotes=None if settings.source_quotes is None else dict(settings.source_quotes),
+            quotes=dict(settings.source_quotes or ()),
+            name=settings.source,
+        )
+    if kind == "ccxt" and arg.endswith(":trades"):
+        from ticker.sources.ccxttrades import CCXTTradesSource
+
+        return CCXTTradesSource(
+            arg.partition(":")[0],
+            settings.symbols,
+            base_url=settings.source_url,
+            timeout=settings.source_timeout,
+            symbol_map=dict(settings.source_symbols),
+            quotes=dict(settings.source_quotes or ()),
+            silence=settings.source_silence,
+            backoff=settings.source_backoff,
         )
     if kind == "alpaca":
         from ticker.sources import alpaca  # alpaca-py: imported only when asked for

@@ -9,7 +9,8 @@ producer drives, the same for every venue.  Its interface:
 - an :class:`Upstream` implements ``connect``, ``receive`` (the next raw
   trades, raising when the connection broke), ``parse`` (one raw trade into a
   :class:`Trade`, raising ``ValueError``/``KeyError``/``TypeError`` when it is
-  malformed), ``close``, and, where the venue numbers its trades 1, 2, 3 per
+  malformed; an upstream that reads frames itself reports an unreadable one
+  to ``FeedSource.skip_malformed``), ``close``, and, where the venue numbers its trades 1, 2, 3 per
   symbol (``sequential = True``), ``fill`` (the trades after an id, over REST).
 
 The thread.  ``resume`` (this process took the producer lease) starts a
@@ -299,9 +300,19 @@ class FeedSource(Source):
             try:
                 trades.append(upstream.parse(raw))
             except (ValueError, KeyError, TypeError) as exc:
-                self.health.malformed += 1
-                logger.warning("%s: malformed trade skipped (%s): %.200r", self.name, exc, raw)
+                self.skip_malformed(raw, exc)
         return trades
+
+    def skip_malformed(self, raw: Any, exc: Exception) -> None:
+        """Log and count a message the upstream could not read (it is skipped)."""
+        self.health.malformed += 1
+        logger.warning(
+            "%s: malformed message skipped (%s: %s): %.200r",
+            self.name,
+            type(exc).__name__,
+            exc,
+            raw,
+        )
 
     async def _fill_gap(self, upstream: Upstream, trade: Trade) -> None:
         """Notice a jump in a sequential venue's ids and fill it over REST where it can."""

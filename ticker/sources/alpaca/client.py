@@ -32,7 +32,7 @@ from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.trading.client import TradingClient
 
 from ticker.errors import ConfigError, SourceError
-from ticker.sources._http import StatusError, _error_detail, _snippet, parse_retry_after
+from ticker.sources._http import parse_retry_after
 
 KEY_ID = "APCA_API_KEY_ID"
 SECRET_KEY = "APCA_API_SECRET_KEY"
@@ -96,10 +96,10 @@ class _ExactRequests:
             ) from exc
 
 
-def _status_error(where: str, response: requests.Response) -> StatusError:
+def _status_error(where: str, response: requests.Response) -> SourceError:
     """Say what an HTTP error status means: bad keys, a rate limit, or Alpaca's own message."""
     status = response.status_code
-    code, detail = _error_detail(response.content)
+    detail = _detail(response.content)
     message = f"{where}: HTTP {status}" + (f": {detail}" if detail else "")
     if status in (401, 403):
         message += f"; the keys were refused: {KEYS_HINT}"
@@ -108,7 +108,23 @@ def _status_error(where: str, response: requests.Response) -> StatusError:
         retry_after = _reset_in(response.headers.get("X-RateLimit-Reset"))
     if retry_after is not None:
         message += f" (retry after {retry_after:g}s)"
-    return StatusError(message, status, code, retry_after)
+    return SourceError(message, retry_after=retry_after)
+
+
+def _detail(body: bytes) -> str:
+    """Return Alpaca's message from an error body (``{"code", "message"}``), or a snippet."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return _snippet(body) if body.strip() else ""
+    if isinstance(data, dict) and "message" in data:
+        return str(data["message"])
+    return _snippet(body)
+
+
+def _snippet(body: bytes, size: int = 120) -> str:
+    text = body[:size].decode("utf-8", "replace")
+    return repr(text + ("…" if len(body) > size else ""))
 
 
 def _reset_in(raw: str | None) -> float | None:

@@ -23,6 +23,7 @@ leaves to the lease holder alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 
@@ -37,9 +38,16 @@ from ticker.sources.alpaca.common import Stocks
 from ticker.sources.feed import FeedSource, Trade, Upstream
 
 DEFAULT_STREAM = "wss://stream.data.alpaca.markets"
-#: IEX is quiet for a less traded stock for minutes; websockets' pings notice a
-#: dead connection much sooner than that, so silence alone waits long.
+#: Unless TICKER_SOURCE_SILENCE says otherwise: IEX can be quiet for minutes on
+#: a less traded stock, and websockets' pings notice a dead connection within
+#: 30 s anyway, so silence alone waits long.
 SILENCE = 300.0
+
+
+def silence_of(settings: Settings) -> float:
+    """Return ``TICKER_SOURCE_SILENCE``, or ``SILENCE`` where it was left at its default."""
+    default = next(f.default for f in fields(Settings) if f.name == "source_silence")
+    return SILENCE if settings.source_silence == default else settings.source_silence
 
 
 def stream_url(source_url: str | None) -> str:
@@ -143,7 +151,9 @@ class AlpacaTradesSource(FeedSource):
     """Trades of US stocks from Alpaca's IEX stream, while the market is open."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-        super().__init__("alpaca:trades", silence=SILENCE)
+        super().__init__(
+            "alpaca:trades", silence=silence_of(settings), backoff=settings.source_backoff
+        )
         self.stocks = Stocks(settings, environ)
         self.timeout = self.stocks.timeout
         self.url = stream_url(settings.source_url)
