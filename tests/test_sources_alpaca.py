@@ -102,6 +102,18 @@ def test_a_new_lease_holder_does_not_append_the_trades_already_in_the_log(
     assert [t[0] for t in trades_in(app)] == ["AAPL", "BRK.B"]
 
 
+def test_trades_fetched_but_never_committed_are_taken_again_after_a_take_over(
+    alpaca: Any, exchange: FakeExchange
+) -> None:
+    _, producer = alpaca()
+    open_market(exchange, lambda: ok(raw("latest_trades.json")))
+    source = producer.source
+    assert len(source.next_ticks(0)) == 2
+    assert source.next_ticks(0) == []  # the same latest trades: seen
+    source.resume([])  # the lease moved before they were committed: the log has none
+    assert [t.symbol for t in source.next_ticks(0)] == ["AAPL", "BRK.B"]
+
+
 def test_a_closed_market_asks_once_for_the_closing_prices_then_rests_without_errors(
     alpaca: Any, exchange: FakeExchange, clock: Clock
 ) -> None:
@@ -122,6 +134,18 @@ def test_a_closed_market_asks_once_for_the_closing_prices_then_rests_without_err
         "BTC-USD": (False, True),  # not a stock: Alpaca says nothing of it
     }
     assert exchange.count(CLOCK) == 1  # the web side shares the producer's answer
+
+
+def test_closing_prices_that_failed_are_asked_for_again(
+    alpaca: Any, exchange: FakeExchange, clock: Clock
+) -> None:
+    app, producer = alpaca()
+    exchange.then = lambda path, query: closed() if path == CLOCK else ok(raw("latest_trades.json"))
+    exchange.script(TRADES, ok({"message": "internal error"}, 500))
+    run(producer, clock, 5)
+    assert exchange.count(TRADES) == 2
+    assert producer.state.errors == 1
+    assert len(trades_in(app)) == 2
 
 
 def test_the_market_opening_is_noticed_at_the_time_the_clock_named(

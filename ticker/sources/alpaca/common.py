@@ -1,11 +1,9 @@
 """What both alpaca sources share: stock names, keys, market hours, trades as ticks.
 
 A trade becomes a tick with Alpaca's own price and size, stamped with its
-trade time.  ``Seen`` keeps, per symbol, the newest trade appended (its time
-and Alpaca's trade id ``i``): a trade not newer than that is never appended
-again, whether a poll read the same latest trade twice or a stream replayed
-it after a reconnect; on ``resume`` it starts from the log's latest events,
-so a new lease holder does not append what the old one did.
+trade time.  ``Stocks`` holds what does not depend on how trades arrive: the
+keys, Alpaca's names for the tracked symbols, and the market clock, shared by
+the producer and the web side of one process.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any
 
 from ticker.config import Settings
 from ticker.errors import ConfigError
-from ticker.events import Event, Tick, exact_price, exact_size, parse_ts
+from ticker.events import Tick, exact_price, exact_size, parse_ts
 from ticker.sources.alpaca.client import ClockClient, credentials, trading_url
 from ticker.sources.alpaca.clock import Hours, MarketClock
 from ticker.sources.base import SourceHealth
@@ -70,35 +68,6 @@ def trade_tick(symbol: str, trade: Mapping[str, Any]) -> tuple[Tick, str | None]
     )
     trade_id = trade.get("i")
     return tick, None if trade_id is None else str(trade_id)
-
-
-class Seen:
-    """The newest trade appended per symbol: its time and id, to drop what is not newer."""
-
-    def __init__(self) -> None:
-        self.newest: dict[str, tuple[int, str | None]] = {}
-
-    def fresh(self, tick: Tick, trade_id: str | None) -> bool:
-        """Tell whether the trade is new, and if so remember it as the symbol's newest."""
-        last = self.newest.get(tick.symbol)
-        if last is not None and (
-            tick.ts < last[0] or (tick.ts == last[0] and _same(trade_id, last[1]))
-        ):
-            return False
-        self.newest[tick.symbol] = (tick.ts, trade_id)
-        return True
-
-    def start_from(self, latest: Sequence[Event]) -> None:
-        """Take the log's latest events as the newest trades (their ids are not kept)."""
-        for event in latest:
-            last = self.newest.get(event.symbol)
-            if last is None or event.ts > last[0]:
-                self.newest[event.symbol] = (event.ts, None)
-
-
-def _same(trade_id: str | None, last_id: str | None) -> bool:
-    """Two trades of one time are the same unless both ids are known and differ."""
-    return trade_id is None or last_id is None or trade_id == last_id
 
 
 class Stocks:

@@ -8,8 +8,12 @@ exactly as Alpaca reports it; a quote is two prices (bid and ask) that a
 ticker would have to average into a number nobody traded at, and IEX's quotes
 on the free plan are often wide.
 
-Each trade is appended once (``common.Seen``): a stock that did not trade
-since the last poll gives no tick, and goes stale only if it stays quiet.
+Each trade is appended once (``Seen``: per symbol the newest trade taken, its
+time and Alpaca's trade id ``i``; a trade not newer is dropped): a stock that
+did not trade since the last poll gives no tick, and goes stale only if it
+stays quiet.  On ``resume`` that starts over from the log's latest events, so
+a new lease holder appends nothing the old one did, and nothing this process
+fetched but never committed (the lease moved meanwhile) is skipped.
 While the market is closed (Alpaca's clock, ``clock.MarketClock``) the data
 API is not asked, and nothing counts as an error: only once per closed
 spell, so that a server started on a weekend shows the closing prices.
@@ -17,6 +21,7 @@ spell, so that a server started on a weekend shows the closing prices.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,10 +32,40 @@ from ticker.config import Settings
 from ticker.errors import SourceError
 from ticker.events import Event, Tick
 from ticker.sources.alpaca.client import DataClient
-from ticker.sources.alpaca.common import Seen, Stocks, logger, trade_tick
+from ticker.sources.alpaca.common import Stocks, logger, trade_tick
 from ticker.sources.base import Source
 
 LATEST_TRADES = "/stocks/trades/latest"  # under the data API's /v2
+
+
+class Seen:
+    """The newest trade appended per symbol: its time and id, to drop what is not newer."""
+
+    def __init__(self) -> None:
+        self.newest: dict[str, tuple[int, str | None]] = {}
+
+    def fresh(self, tick: Tick, trade_id: str | None) -> bool:
+        """Tell whether the trade is new, and if so remember it as the symbol's newest."""
+        last = self.newest.get(tick.symbol)
+        if last is not None and (
+            tick.ts < last[0] or (tick.ts == last[0] and _same(trade_id, last[1]))
+        ):
+            return False
+        self.newest[tick.symbol] = (tick.ts, trade_id)
+        return True
+
+    def start_from(self, latest: Sequence[Event]) -> None:
+        """Forget what was seen and take the log's latest events as the newest trades.
+
+        What this process fetched but did not commit (the lease moved) is then
+        taken again if the venue still reports it.
+        """
+        self.newest = {event.symbol: (event.ts, None) for event in latest}
+
+
+def _same(trade_id: str | None, last_id: str | None) -> bool:
+    """Two trades of one time are the same unless both ids are known and differ."""
+    return trade_id is None or last_id is None or trade_id == last_id
 
 
 class AlpacaPolledSource(Source):
@@ -51,13 +86,12 @@ class AlpacaPolledSource(Source):
 
     def next_ticks(self, now_us: int) -> list[Tick]:
         """Return a tick per stock that traded since the last poll; none while closed."""
-        if not self.stocks.hours(self.health).is_open:
-            if self._closed_polled:
-                return []
-            self._closed_polled = True
-        else:
-            self._closed_polled = False
-        return self._fresh(self._latest())
+        is_open = self.stocks.hours(self.health).is_open
+        if not is_open and self._closed_polled:
+            return []
+        ticks = self._fresh(self._latest())  # a failure is tried again at the next interval
+        self._closed_polled = not is_open
+        return ticks
 
     def _latest(self) -> dict[str, Any]:
         """Ask for every stock's latest trade; return Alpaca's trades by its names."""
@@ -69,7 +103,7 @@ class AlpacaPolledSource(Source):
             raise SourceError(
                 f'alpaca: GET {LATEST_TRADES}: expected {{"trades": {{...}}}}, got {answer!r:.120}'
             )
-        self.health.last_message_at = self.stocks.clock.monotonic()
+        self.health.last_message_at = time.monotonic()
         return trades
 
     def _fresh(self, trades: dict[str, Any]) -> list[Tick]:
@@ -101,7 +135,7 @@ class AlpacaPolledSource(Source):
         self.missing = missing
 
     def resume(self, latest: Sequence[Event]) -> None:
-        """Continue after the log's latest trades: none of them is appended again."""
+        """Continue after the log's latest trades, the truth at a take-over."""
         self.seen.start_from(latest)
 
     def closed_symbols(self) -> frozenset[str]:
