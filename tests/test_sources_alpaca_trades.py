@@ -262,3 +262,23 @@ def test_an_error_message_on_the_stream_reconnects(trades: Any, stream: FakeStre
     assert [(s, p) for s, p, _, _ in rows] == [("AAPL", "190.5")]
     assert stream.connects == 2
     assert any("connection limit exceeded (code 406)" in m for m in logged)
+
+
+def test_trades_received_still_reach_the_log_when_the_clock_fails(
+    trades: Any, stream: FakeStream, exchange: FakeExchange, clock: Clock
+) -> None:
+    app, producer = trades()
+    source = producer.source
+    wall = [time.time()]
+    source.stocks.clock.wall = lambda: wall[0]
+    source.stocks.clock.monotonic = clock
+    exchange.script(CLOCK, hours(True, closes_in=60), ok({"message": "internal error"}, 500))
+    producer.produce()
+    eventually(lambda: stream.subscribed, "the subscription")
+    stream.send(trade_frame("AAPL", 101, 187.43, 100, T1))
+    eventually(lambda: len(source.buffer) == 1, "the trade received")
+    wall[0] += 61  # the clock's answer no longer holds, and asking again fails
+    clock.now += market_clock.MIN_GAP
+    producer.produce()
+    assert "internal error" in (producer.state.last_error or "")
+    assert [(s, p) for s, p, _, _ in trades_in(app)] == [("AAPL", "187.43")]

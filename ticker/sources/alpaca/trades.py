@@ -32,6 +32,7 @@ from alpaca.data.enums import DataFeed
 from alpaca.data.live import StockDataStream
 
 from ticker.config import Settings
+from ticker.errors import SourceError
 from ticker.events import Event, Tick, exact_price, exact_size
 from ticker.sources.alpaca.client import KEYS_HINT
 from ticker.sources.alpaca.common import Stocks
@@ -165,7 +166,12 @@ class AlpacaTradesSource(FeedSource):
         return AlpacaUpstream(self.stocks, self.url, self.timeout)
 
     def resume(self, latest: Sequence[Event]) -> None:
-        """Hold the lease: the stream opens at the next interval if the market is open."""
+        """Hold the lease: the stream (re)opens at the next interval if the market is open.
+
+        A stream still open from before is closed and its buffer dropped: the
+        new one starts after the marks the producer restored from the log.
+        """
+        self._disconnect()
         self.leading = True
 
     def pause(self) -> None:
@@ -175,8 +181,11 @@ class AlpacaTradesSource(FeedSource):
 
     def next_ticks(self, now_us: int) -> list[Tick]:
         """Return the trades received since the last interval; open or close with the market."""
-        is_open = self.stocks.hours(self.health).is_open
         ticks = super().next_ticks(now_us)
+        try:
+            is_open = self.stocks.hours(self.health).is_open
+        except SourceError as exc:  # the trades received still go to the log
+            raise SourceError(str(exc), retry_after=exc.retry_after, ticks=ticks) from exc
         if is_open and self.leading and not self.streaming:
             self.streaming = True
             super().resume([])
