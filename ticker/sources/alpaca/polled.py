@@ -73,9 +73,9 @@ class AlpacaPolledSource(Source):
 
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self.stocks = stocks = Stocks(settings, environ)
-        self.timeout = stocks.timeout
+        self.timeout = 2 * stocks.timeout  # an interval may ask the clock, then the data API
         self.data = DataClient(
-            stocks.key, stocks.secret, url=settings.source_url, timeout=self.timeout
+            stocks.key, stocks.secret, url=settings.source_url, timeout=stocks.timeout
         )
         self.request = StockLatestTradeRequest(
             symbol_or_symbols=list(stocks.names.values()), feed=DataFeed.IEX
