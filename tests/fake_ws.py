@@ -43,6 +43,7 @@ from websockets.http11 import Request, Response
 
 from tests.fake_exchange import FakeVenue as RecordedVenue
 from tests.fake_exchange import ok
+from tests.fakes import Answer
 from tests.fakes import Request as RestRequest
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: trade times are BASE_MS + id
@@ -135,7 +136,7 @@ class Coinbase:
     def snapshot(self, markets: list[str], venue: FakeVenue) -> list[str]:
         frames = []
         for market in markets:
-            had = venue.history(market)[-50:][::-1]  # the last 50, newest first
+            had = venue.history(market)[-50:][::-1]  # recent trades, newest first
             if not had:
                 continue  # ccxt 4.5.90 cannot read an empty snapshot (it names no product)
             frames.append(
@@ -234,13 +235,21 @@ class FakeVenue:
         url = urlsplit(request.path)
         query = parse_qs(url.query)
         self.requests.append(url.path)
-        payload = self.dialect.rest(url.path, query, self)
-        answer = ok(payload) if payload is not None else self.rest.next_answer(url.path, query)
+        answer = self._answer(url.path, query)
         self.rest.record(RestRequest(url.path, query, answer.status))
         headers = Headers([*answer.headers.items(), ("Connection", "close")])
         headers["Content-Length"] = str(len(answer.body))
         reason = HTTPStatus(answer.status).phrase
         return Response(answer.status, reason, headers, answer.body)
+
+    def _answer(self, path: str, query: dict[str, list[str]]) -> Answer:
+        """Answer what the test scripted for ``path``, else the live trades, else the recording."""
+        with self.rest.lock:
+            scripted = self.rest.scripts.get(path)
+            if scripted:
+                return scripted.popleft()
+        payload = self.dialect.rest(path, query, self)
+        return ok(payload) if payload is not None else self.rest.next_answer(path, query)
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections[connection] = []

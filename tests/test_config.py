@@ -130,6 +130,9 @@ def test_a_none_override_unsets_the_variable_instead_of_setting_the_text_none() 
         ("SOURCE_URL", "https://api.binance.com/?x=1"),
         ("SOURCE_TIMEOUT", "0"),
         ("SOURCE_TIMEOUT", "soon"),
+        ("SOURCE_SILENCE", "0"),
+        ("SOURCE_SILENCE", "never"),
+        ("SOURCE_BACKOFF", "-1"),
         ("SOURCE_SYMBOLS", "BTC-USD"),
         ("SOURCE_SYMBOLS", "BTC-USD="),
         ("SOURCE_SYMBOLS", "BTC-USD=BTC USDT"),
@@ -344,7 +347,11 @@ def test_the_source_options_are_read() -> None:
         CSV_SYMBOL="gold",
         CSV_SPEED="86400",
         CSV_LOOP="No",
+        SOURCE_SILENCE="12.5",
+        SOURCE_BACKOFF="4",
     )
+    assert (s.source_silence, s.source_backoff) == (12.5, 4.0)
+    assert (settings().source_silence, settings().source_backoff) == (30.0, 30.0)
     assert s.source_url == "https://api.binance.us"
     assert s.source_timeout == 0.5
     assert s.source_symbols == (("GOLD", "PAXGUSDT"),)
@@ -360,6 +367,8 @@ def test_the_readme_lists_every_source_variable() -> None:
         "SOURCE",
         "SOURCE_URL",
         "SOURCE_TIMEOUT",
+        "SOURCE_SILENCE",
+        "SOURCE_BACKOFF",
         "SOURCE_SYMBOLS",
         "SOURCE_QUOTES",
         "CSV_SYMBOL",

@@ -7,6 +7,8 @@ exactly the good trades, each once, with the venue's strings and trade time.
 
 from __future__ import annotations
 
+import logging
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,9 +16,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import create_engine, text
 
+from tests.fake_exchange import rate_limited
 from tests.fake_ws import Binance, Coinbase, FakeVenue, VenueTrade
-from tests.fakes import eventually
-from tests.servers import parse_metrics
+from tests.fakes import captured, eventually
+from tests.servers import Server, parse_metrics, run_ticker, start_produce, ticker_env
 from ticker.producer import Producer
 from ticker.sources.ccxttrades import CCXTTradesSource
 from ticker.state import app_state
@@ -76,8 +79,10 @@ def expected(trades: list[VenueTrade]) -> list[Row]:
     return [(OURS[t.market], t.price, t.size, t.ts_us) for t in trades]
 
 
-def rows(producer: Producer) -> list[Row]:
-    engine = create_engine(producer.settings.database_url)
+def rows(where: Producer | str) -> list[Row]:
+    """Return every row of the log of a producer's database (or a database URL), by id."""
+    url = where if isinstance(where, str) else where.settings.database_url
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             found = conn.execute(text("SELECT symbol, price, size, ts FROM ticks ORDER BY id"))
@@ -248,3 +253,101 @@ def test_healthz_and_metrics_show_the_upstream(
     eventually(lambda: binance.subscribers() == 0, "the connection closed")
     got = parse_metrics(client.get("/metrics").get_data(as_text=True))
     assert got["ticker_source_connected"] == 0
+
+
+def test_a_rate_limited_market_load_waits_its_retry_after(
+    producers: Callable[..., Producer], binance: FakeVenue
+) -> None:
+    binance.rest.script("/api/v3/exchangeInfo", rate_limited("binance", retry_after="1"))
+    with captured("ticker.sources.feed", logging.INFO) as lines:
+        producer = producers(binance)
+        connected(producer, binance)
+    waits = [float(m.split()[-1].rstrip("s")) for m in lines if "reconnecting in" in m]
+    assert waits and waits[0] >= 1.0, lines
+    assert any("RateLimitExceeded" in m or "DDoSProtection" in m for m in lines), lines
+    binance.publish(trade(binance, 1))
+    pump(producer, expected([trade(binance, 1)]))
+
+
+def test_a_banned_gap_fill_is_logged_and_the_stream_goes_on(
+    producers: Callable[..., Producer], binance: FakeVenue
+) -> None:
+    producer = producers(binance)
+    connected(producer, binance)
+    binance.publish(trade(binance, 1))
+    pump(producer, expected([trade(binance, 1)]))
+    binance.rest.script("/api/v3/trades", rate_limited("binance", retry_after="60", status=418))
+    binance.withhold(trade(binance, 2))
+    with captured("ticker.sources.feed") as lines:
+        binance.publish(trade(binance, 3))
+        pump(producer, expected([trade(binance, 1), trade(binance, 3)]))
+    assert source(producer).health.gaps == 1
+    assert any("could not fill" in m for m in lines), lines
+    binance.publish(trade(binance, 4))
+    pump(producer, expected([trade(binance, n) for n in (1, 3, 4)]))
+
+
+# ---- real processes: gunicorn's gevent workers, `ticker produce` ----
+
+STREAMING = {
+    "source": "ccxt:binance:trades",
+    "symbols": "BTC-USD,ETH-USD",
+    "tick_interval": 0.2,
+    "source_silence": 5,
+    "source_backoff": 0.2,
+    "lease_ttl": 2,
+}
+
+
+def logged(db_url: str, want: list[Row], what: str) -> None:
+    """Wait until the log holds ``want``; then it must hold exactly that."""
+    eventually(lambda: len(rows(db_url)) >= len(want), f"{what}: {len(want)} trades", 30)
+    assert by_symbol(rows(db_url)) == by_symbol(want)
+
+
+@pytest.mark.server
+def test_a_gevent_worker_streams_trades_from_one_connection(
+    serve: Callable[..., Server], binance: FakeVenue, db_url: str
+) -> None:
+    server = serve(workers=2, producer="auto", source_url=binance.url, **STREAMING)
+    eventually(lambda: binance.subscribers() == 1, "one worker subscribed", 30)
+    published = [trade(binance, n) for n in (1, 2, 3)] + [trade(binance, 1, ETH)]
+    binance.publish(*published)
+    logged(db_url, expected(published), "the log")
+    assert binance.opened == 1  # the other worker never connected
+    metrics = server.metrics()
+    assert metrics["ticker_source_connected"] == 1
+    assert metrics["ticker_source_trades_total"] == 4
+    assert 0 <= metrics["ticker_source_last_message_age_seconds"] < 30
+
+
+@pytest.mark.server
+def test_ticker_produce_hands_the_stream_over_without_a_trade_twice(
+    binance: FakeVenue, db_url: str
+) -> None:
+    upgraded = run_ticker("db", "upgrade", database_url=db_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    env = ticker_env(database_url=db_url, source_url=binance.url, **STREAMING)
+    first = start_produce(env)
+    try:
+        eventually(lambda: binance.subscribers() == 1, "the first producer subscribed", 30)
+        before = [trade(binance, n) for n in (1, 2)]
+        binance.publish(*before)
+        logged(db_url, expected(before), "the first producer")
+    finally:
+        first.send_signal(signal.SIGTERM)  # releases the lease: its connection closes first
+        _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert binance.subscribers() == 0
+    meanwhile = [trade(binance, 3), trade(binance, 4)]  # nobody listens; the venue has them
+    binance.publish(*meanwhile)
+    second = start_produce(env)
+    try:
+        eventually(lambda: binance.subscribers() == 1, "the second producer subscribed", 30)
+        after = [trade(binance, 5)]
+        binance.publish(*after)
+        logged(db_url, expected(before + meanwhile + after), "the second producer")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err

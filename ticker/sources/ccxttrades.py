@@ -34,6 +34,7 @@ from typing import Any
 
 from ticker.errors import SourceError
 from ticker.events import exact_price, exact_size, parse_ts
+from ticker.sources._http import parse_retry_after
 from ticker.sources.exchange import make_exchange, map_symbols
 from ticker.sources.feed import FeedSource, Trade, Upstream
 
@@ -139,6 +140,7 @@ class CCXTUpstream(Upstream):
         self.exchange: Any = None
         self.watching: dict[str, asyncio.Future[Any]] = {}
         self.read_upto: dict[str, Any] = {}  # per trade cache: the newest trade returned
+        self.wait: float | None = None  # the last REST refusal's Retry-After
 
     async def connect(self) -> None:
         """Build the exchange, load or reuse its markets, subscribe, wait for the socket."""
@@ -152,6 +154,7 @@ class CCXTUpstream(Upstream):
             options=options,
         )
         _guard(self.exchange, self.source.skip_malformed)
+        self._note_retry_after()
         if source.markets is None:
             await self.exchange.load_markets()
             source.map(self.exchange.markets)
@@ -234,6 +237,21 @@ class CCXTUpstream(Upstream):
             unified, limit=RECENT_TRADES, params={"fetchTradesMethod": "publicGetTrades"}
         )
         return [t for t in trades if int(t["id"]) > after_id][:limit]
+
+    def _note_retry_after(self) -> None:
+        """Keep the ``Retry-After`` of a refusal (429, Binance's 418) of each REST answer."""
+        answered = self.exchange.on_rest_response
+
+        def noted(code: int, reason: str, url: str, method: str, headers: Any, *rest: Any) -> Any:
+            refused = code in (418, 429)
+            self.wait = parse_retry_after(headers.get("Retry-After")) if refused else None
+            return answered(code, reason, url, method, headers, *rest)
+
+        self.exchange.on_rest_response = noted
+
+    def retry_after(self) -> float | None:
+        """Return the ``Retry-After`` of the last REST answer, if it refused us."""
+        return self.wait
 
     async def close(self) -> None:
         """Cancel the watch calls and close the exchange's sockets and session."""

@@ -20,7 +20,8 @@ with gevent's original ``start_new_thread``).  ``pause`` (the lease was lost)
 and ``close`` cancel that loop's task: the connection closes.  In the thread:
 connect, then receive until the stream breaks or stays silent for
 ``silence`` seconds, then close and reconnect after a jittered exponential
-back-off (``backoff`` at most).  Trades go into a bounded buffer (a
+back-off (``backoff`` at most, never sooner than a ``Retry-After`` the venue
+gave: ``Upstream.retry_after``).  Trades go into a bounded buffer (a
 ``deque``: appends and pops are atomic, no lock is shared with the hub);
 past ``capacity`` they are dropped and counted.  The producer's
 ``next_ticks`` drains it once per interval, so a thousand trades a second cost
@@ -122,6 +123,10 @@ class Upstream(ABC):
     async def fill(self, symbol: str, after_id: int, limit: int) -> Sequence[Any]:
         """Return up to ``limit`` raw trades of ``symbol`` after ``after_id``, over REST."""
         return []
+
+    def retry_after(self) -> float | None:
+        """Return the seconds the venue asked to wait (a ``Retry-After``) when it last refused."""
+        return None
 
     @abstractmethod
     async def close(self) -> None:
@@ -281,7 +286,7 @@ class FeedSource(Source):
                 await upstream.close()
             if run.stopping:
                 break
-            delay = backoff_delay(attempt, self.backoff)
+            delay = max(backoff_delay(attempt, self.backoff), upstream.retry_after() or 0.0)
             attempt += 1
             self.health.reconnects += 1
             logger.info("%s: reconnecting in %.2fs", self.name, delay)
