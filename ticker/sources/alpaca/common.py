@@ -1,9 +1,7 @@
-"""What both alpaca sources share: stock names, keys, market hours, trades as ticks.
+"""What both alpaca sources share: the keys, Alpaca's names for the stocks, the market clock.
 
-A trade becomes a tick with Alpaca's own price and size, stamped with its
-trade time.  ``Stocks`` holds what does not depend on how trades arrive: the
-keys, Alpaca's names for the tracked symbols, and the market clock, shared by
-the producer and the web side of one process.
+``Stocks`` holds what does not depend on how trades arrive; one per source,
+so the producer and the web side of a process share one clock.
 """
 
 from __future__ import annotations
@@ -12,12 +10,9 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from ticker.config import Settings
 from ticker.errors import ConfigError
-from ticker.events import Tick, exact_price, exact_size, parse_ts
 from ticker.sources.alpaca.client import ClockClient, credentials, trading_url
 from ticker.sources.alpaca.clock import Hours, MarketClock
 from ticker.sources.base import SourceHealth
@@ -26,11 +21,10 @@ logger = logging.getLogger("ticker.sources")
 
 # Alpaca's US stock symbols: letters, digits and a class after a dot (BRK.B).
 _STOCK_RE = re.compile(r"^[A-Z][A-Z0-9]{0,9}(\.[A-Z0-9]{1,4})?$")
-_FRACTION_RE = re.compile(r"\.(\d+)")
 
 
 def stock_names(symbols: Sequence[str], explicit: Mapping[str, str]) -> dict[str, str]:
-    """Map each tracked symbol Alpaca can name to its name; warn of the rest; refuse none."""
+    """Map each tracked symbol Alpaca can name to its name; warn of the rest; stop if none."""
     names = {s: explicit.get(s, s) for s in symbols if s in explicit or _STOCK_RE.match(s)}
     unnamed = [s for s in symbols if s not in names]
     if not names:
@@ -46,28 +40,6 @@ def stock_names(symbols: Sequence[str], explicit: Mapping[str, str]) -> dict[str
             ", ".join(unnamed),
         )
     return names
-
-
-def trade_time(raw: object) -> int:
-    """Return an RFC 3339 trade time (nanoseconds allowed) in microseconds, truncated."""
-    if isinstance(raw, datetime):
-        return parse_ts(raw.astimezone(UTC).isoformat())
-    if not isinstance(raw, str):
-        raise ValueError(f"the trade time is a {type(raw).__name__}, not a string")
-    return parse_ts(_FRACTION_RE.sub(lambda m: "." + m.group(1)[:6], raw, count=1))
-
-
-def trade_tick(symbol: str, trade: Mapping[str, Any]) -> tuple[Tick, str | None]:
-    """Return the tick of one Alpaca trade (``p``, ``s``, ``t``) and its trade id ``i``."""
-    size = trade.get("s")
-    tick = Tick(
-        symbol,
-        exact_price(trade["p"]),
-        trade_time(trade["t"]),
-        None if size is None else exact_size(size),
-    )
-    trade_id = trade.get("i")
-    return tick, None if trade_id is None else str(trade_id)
 
 
 class Stocks:

@@ -21,6 +21,7 @@ spell, so that a server started on a weekend shows the closing prices.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,12 +31,33 @@ from alpaca.data.requests import StockLatestTradeRequest
 
 from ticker.config import Settings
 from ticker.errors import SourceError
-from ticker.events import Event, Tick
+from ticker.events import Event, Tick, exact_price, exact_size, parse_ts
 from ticker.sources.alpaca.client import DataClient
-from ticker.sources.alpaca.common import Stocks, logger, trade_tick
+from ticker.sources.alpaca.common import Stocks, logger
 from ticker.sources.base import Source
 
 LATEST_TRADES = "/stocks/trades/latest"  # under the data API's /v2
+_FRACTION_RE = re.compile(r"\.(\d+)")
+
+
+def trade_time(raw: object) -> int:
+    """Return an RFC 3339 trade time (nanoseconds allowed) in microseconds, truncated."""
+    if not isinstance(raw, str):
+        raise ValueError(f"the trade time is a {type(raw).__name__}, not a string")
+    return parse_ts(_FRACTION_RE.sub(lambda m: "." + m.group(1)[:6], raw, count=1))
+
+
+def trade_tick(symbol: str, trade: Mapping[str, Any]) -> tuple[Tick, str | None]:
+    """Return the tick of one Alpaca trade (``p``, ``s``, ``t``) and its trade id ``i``."""
+    size = trade.get("s")
+    tick = Tick(
+        symbol,
+        exact_price(trade["p"]),
+        trade_time(trade["t"]),
+        None if size is None else exact_size(size),
+    )
+    trade_id = trade.get("i")
+    return tick, None if trade_id is None else str(trade_id)
 
 
 class Seen:
