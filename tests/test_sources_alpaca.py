@@ -148,6 +148,20 @@ def test_closing_prices_that_failed_are_asked_for_again(
     assert len(trades_in(app)) == 2
 
 
+def test_a_clock_that_does_not_answer_leaves_the_web_side_unsure_not_broken(
+    alpaca: Any, exchange: FakeExchange
+) -> None:
+    app, _ = alpaca()
+    exchange.then = lambda path, query: ok({"message": "internal error"}, 500)
+    client = app.test_client()
+    with captured("ticker.sources") as logged:
+        for _ in range(5):
+            rows = client.get("/api/symbols").get_json()["symbols"]
+            assert [r["closed"] for r in rows] == [False, False]  # unknown: judged by staleness
+    assert exchange.count(CLOCK) == 1  # asked again only after MIN_GAP
+    assert len([m for m in logged if "market hours unknown" in m]) == 1
+
+
 def test_the_market_opening_is_noticed_at_the_time_the_clock_named(
     alpaca: Any, exchange: FakeExchange, clock: Clock
 ) -> None:

@@ -88,6 +88,7 @@ class MarketClock:
         self._asked_at: float | None = None  # monotonic, of the last ask, answered or not
         self._answered_at = 0.0
         self._failure: SourceError | None = None  # why the last ask failed, until one succeeds
+        self._logged: SourceError | None = None
         self._lock = threading.Lock()
 
     def current(self) -> Hours:
@@ -114,7 +115,9 @@ class MarketClock:
         try:
             return self.current()
         except SourceError as exc:
-            logger.warning("alpaca: market hours unknown: %s", exc)
+            if exc is not self._logged:  # once per failed ask, not once per page's poll
+                self._logged = exc
+                logger.warning("alpaca: market hours unknown: %s", exc)
             return None
 
     def _due(self) -> bool:
