@@ -8,6 +8,7 @@ exactly the good trades, each once, with the venue's strings and trade time.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +22,9 @@ from tests.fake_ws import Binance, Coinbase, FakeVenue, VenueTrade
 from tests.fakes import captured, eventually
 from tests.servers import Server, parse_metrics, run_ticker, start_produce, ticker_env
 from ticker.producer import Producer
+from ticker.sources import ccxttrades
 from ticker.sources.ccxttrades import CCXTTradesSource
+from ticker.sources.exchange import make_exchange
 from ticker.state import app_state
 
 BTC = {"binance": "BTCUSDT", "coinbase": "BTC-USD"}
@@ -287,6 +290,23 @@ def test_a_banned_gap_fill_is_logged_and_the_stream_goes_on(
     pump(producer, expected([trade(binance, n) for n in (1, 3, 4)]))
 
 
+def test_without_watch_trades_for_symbols_each_symbol_is_watched(
+    producers: Callable[..., Producer], binance: FakeVenue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def single_symbol(*args: Any, **kwargs: Any) -> Any:
+        exchange = make_exchange(*args, **kwargs)
+        exchange.has = {**exchange.has, "watchTradesForSymbols": False}
+        return exchange
+
+    monkeypatch.setattr(ccxttrades, "make_exchange", single_symbol)
+    producer = producers(binance)
+    eventually(lambda: (producer.produce(), len(binance.subscribed) >= 2)[1], "two subscriptions")
+    assert sorted(binance.subscribed) == [["BTCUSDT"], ["ETHUSDT"]]
+    published = [trade(binance, 1), trade(binance, 1, ETH), trade(binance, 2)]
+    binance.publish(*published)
+    pump(producer, expected(published))
+
+
 # ---- real processes: gunicorn's gevent workers, `ticker produce` ----
 
 STREAMING = {
@@ -351,3 +371,35 @@ def test_ticker_produce_hands_the_stream_over_without_a_trade_twice(
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=30)
     assert second.returncode == 0, err
+
+
+@pytest.mark.server
+def test_a_paused_gevent_holder_hands_the_stream_over_without_a_trade_twice(
+    serve: Callable[..., Server], binance: FakeVenue, db_url: str
+) -> None:
+    # A stopped worker is a holder cut off: it stops renewing, its socket stays open.
+    server = serve(workers=2, producer="auto", source_url=binance.url, **STREAMING)
+    eventually(lambda: binance.subscribers() == 1, "one worker subscribed", 30)
+    before = [trade(binance, 1), trade(binance, 2)]
+    binance.publish(*before)
+    logged(db_url, expected(before), "the first holder")
+    holder = eventually(lambda: server.get("/healthz")["producer"]["holder"], "a holder", 10)
+    pid = int(holder.split(":")[1])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert binance.subscribers() == 1  # the lease has not lapsed yet
+        missed = [trade(binance, 3)]  # only the stopped holder's socket gets it
+        binance.publish(*missed)
+        eventually(lambda: binance.subscribers() == 2, "the other worker subscribed", 20)
+        during = [trade(binance, 4)]  # both sockets get it; the new holder fills 3 first
+        binance.publish(*during)
+        during = missed + during
+        logged(db_url, expected(before + during), "the new holder")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Woken, the old holder finds the lease taken: its trades are dropped, its socket closed.
+    eventually(lambda: binance.subscribers() == 1, "the old holder's connection closed", 20)
+    after = [trade(binance, 5)]
+    binance.publish(*after)
+    logged(db_url, expected(before + during + after), "after the old holder woke")
+    assert "producer lease lost to another process" in server.log_text()

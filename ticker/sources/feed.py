@@ -276,13 +276,14 @@ class FeedSource(Source):
                         break
                     attempt = 0
                     self.health.last_message_at = time.monotonic()
-                    await self._take_batch(upstream, batch)
+                    await self._take_batch(upstream, batch, run)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("%s: stream failed: %s: %s", self.name, type(exc).__name__, exc)
             finally:
-                self.health.connected = False
+                if not run.stopping:  # a stopped run's successor may be connected already
+                    self.health.connected = False
                 await upstream.close()
             if run.stopping:
                 break
@@ -292,11 +293,18 @@ class FeedSource(Source):
             logger.info("%s: reconnecting in %.2fs", self.name, delay)
             await asyncio.sleep(delay)
 
-    async def _take_batch(self, upstream: Upstream, batch: Sequence[Any]) -> None:
+    async def _take_batch(self, upstream: Upstream, batch: Sequence[Any], run: _Run) -> None:
+        """Take a batch in time order, filling gaps first; nothing once ``run`` is stopped.
+
+        A stopped run's thread may still be finishing while its successor runs
+        (``pause`` waits only so long): it must not touch the new marks or buffer.
+        """
         trades = sorted(self._parsed(upstream, batch), key=_order)
         for trade in trades:
-            if upstream.sequential:
-                await self._fill_gap(upstream, trade)
+            if upstream.sequential and not run.stopping:
+                await self._fill_gap(upstream, trade, run)
+            if run.stopping:
+                return
             self._take(trade, upstream.ordered or upstream.sequential)
 
     def _parsed(self, upstream: Upstream, batch: Sequence[Any]) -> list[Trade]:
@@ -319,10 +327,10 @@ class FeedSource(Source):
             raw,
         )
 
-    async def _fill_gap(self, upstream: Upstream, trade: Trade) -> None:
+    async def _fill_gap(self, upstream: Upstream, trade: Trade, run: _Run) -> None:
         """Notice a jump in a sequential venue's ids and fill it over REST where it can."""
         mark = self.marks.get(trade.symbol)
-        if mark is None:
+        if mark is None or not (mark.trade_id.isdigit() and trade.trade_id.isdigit()):
             return
         last, this = int(mark.trade_id), int(trade.trade_id)
         missing = this - last - 1
@@ -344,6 +352,8 @@ class FeedSource(Source):
                 page = [t for t in sorted(page, key=_order) if last < int(t.trade_id) < this]
                 if not page:
                     break
+                if run.stopping:
+                    return
                 for found in page:
                     self._take(found, ordered=True)
                     filled += 1
