@@ -49,8 +49,9 @@ def test_symbols_lists_each_tracked_symbol_with_its_latest_tick(make_app: Any) -
     assert response.status_code == 200
     btc = {"id": 3, "symbol": "BTC-USD", "price": "2.00", "ts": TS}
     aapl = {"id": 2, "symbol": "AAPL", "price": "230.10", "ts": TS}
-    # TS is long past: no statistics over the last 24 hours, and every symbol is stale.
-    quiet = {"stats": None, "stale": True}
+    # TS is long past: no statistics over the last 24 hours, and every symbol is stale
+    # (no source, so no market is closed).
+    quiet = {"stats": None, "stale": True, "closed": False}
     assert response.get_json() == {
         "symbols": [
             {"symbol": "BTC-USD", "tick": btc, **quiet},

@@ -14,6 +14,7 @@ from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
 from ticker.events import Tick, exact_price, exact_size, now_us, parse_ts
+from ticker.sources import Source
 from ticker.state import app_state
 
 bp = Blueprint("api", __name__)
@@ -25,10 +26,15 @@ MAX_BATCH = 10_000
 
 @bp.get("/api/symbols")
 def list_symbols() -> Response:
-    """List the tracked symbols with their latest tick, 24-hour statistics and staleness."""
+    """List the tracked symbols with their latest tick, 24-hour statistics and staleness.
+
+    A symbol whose market is closed (the source's clock says so) is ``closed``,
+    and never ``stale``.
+    """
     state = app_state()
     settings = state.settings
     symbols = settings.symbols
+    closed = _closed_symbols(state.producer.source)
     candles.catch_up(state.engine)
     now = now_us()
     with candles.reading(state.engine) as conn:
@@ -42,12 +48,23 @@ def list_symbols() -> Response:
                 "symbol": symbol,
                 "tick": None if tick is None else tick.to_dict(),
                 "stats": candles.stats_json(stats[symbol]),
-                "stale": market.is_stale(
-                    None if tick is None else tick.ts, settings.tick_interval, now
-                ),
+                "stale": symbol not in closed
+                and market.is_stale(None if tick is None else tick.ts, settings.tick_interval, now),
+                "closed": symbol in closed,
             }
         )
     return jsonify({"symbols": rows})
+
+
+def _closed_symbols(source: Source | None) -> frozenset[str]:
+    """Return the symbols whose market is closed, as the source knows; none if it fails."""
+    if source is None:
+        return frozenset()
+    try:
+        return source.closed_symbols()
+    except Exception:
+        logger.exception("the source could not say which markets are closed")
+        return frozenset()
 
 
 @bp.get("/api/snapshot")
@@ -189,6 +206,7 @@ def health() -> tuple[Response, int]:
         return error_response(503, f"database unavailable: {type(exc).__name__}"), 503
     now = now_us()
     source = producer.source
+    _closed_symbols(source)  # a venue with trading hours asks its clock when due
     return jsonify(
         {
             "status": "ok",

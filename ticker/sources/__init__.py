@@ -8,6 +8,8 @@
   ``ccxt:coinbase`` and ``ccxt:binance`` by their old names;
 - ``ccxt:EXCHANGE:trades``: an exchange's trades over WebSocket through ccxt.pro
   (:mod:`ticker.sources.ccxttrades`, on the machinery of :mod:`ticker.sources.feed`);
+- ``alpaca``, ``alpaca:trades``: US stocks from Alpaca, latest trades polled or
+  every trade streamed (:mod:`ticker.sources.alpaca`);
 - ``csv:PATH``: a historical price file replayed (:mod:`ticker.sources.csvfile`);
 - ``python:MODULE:NAME``: your own :class:`Source`, built as ``NAME(settings)``;
 - ``none``: no source; ticks come only through ``POST /api/ticks``.
@@ -74,6 +76,10 @@ def make_source(settings: Settings) -> Source | None:
             silence=settings.source_silence,
             backoff=settings.source_backoff,
         )
+    if kind == "alpaca":
+        from ticker.sources import alpaca  # alpaca-py: imported only when asked for
+
+        return alpaca.AlpacaTradesSource(settings) if arg else alpaca.AlpacaPolledSource(settings)
     if kind == "csv":
         return CSVSource(
             Path(arg),

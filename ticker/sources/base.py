@@ -24,6 +24,7 @@ class SourceHealth:
     A polling source only fills ``last_message_at``; a streaming one all of it.
     ``market`` is ``"open"`` or ``"closed"`` for a venue with trading hours
     (``None`` for one that never closes): a closed market is not stale.
+    ``next_open`` and ``next_close`` are the venue's next changes (ISO 8601 UTC).
     """
 
     connected: bool | None = None  # None: the source holds no connection
@@ -36,6 +37,8 @@ class SourceHealth:
     dropped: int = 0  # trades dropped because the buffer to the producer was full
     trades_per_s: float | None = None  # handed to the producer, over a recent window
     market: str | None = None
+    next_open: str | None = None
+    next_close: str | None = None
 
     def report(self, now: float | None = None) -> dict[str, Any]:
         """Return the ``/healthz`` form: ages in seconds, counters as they are."""
@@ -52,6 +55,8 @@ class SourceHealth:
             "dropped": self.dropped,
             "trades_per_s": self.trades_per_s,
             "market": self.market,
+            "next_open": self.next_open,
+            "next_close": self.next_close,
         }
 
 
@@ -96,6 +101,13 @@ class Source(ABC):
 
     def pause(self) -> None:  # noqa: B027 (optional hook)
         """This process lost the producer lease: let go of upstream connections until ``resume``."""
+
+    def closed_symbols(self) -> frozenset[str]:
+        """Return the tracked symbols whose market is closed now (may ask the venue's clock).
+
+        A closed symbol is not stale: its ticks stopped because trading did.
+        """
+        return frozenset()
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the source holds (connections, files)."""

@@ -1,5 +1,5 @@
 // The ticker page: one row per watched symbol, fed by /stream, charts back-filled
-// from /api/ticks, 24-hour statistics and stale marks from /api/symbols, and the
+// from /api/ticks, 24-hour statistics and stale or closed marks from /api/symbols, and the
 // detail view of one symbol (detail.js) with its candles from /api/candles.
 //
 // No tick is lost or shown twice.  Each chart is a list of events sorted by id.
@@ -16,7 +16,7 @@
   const SYMBOLS_URL = root.dataset.symbolsUrl;
   const TICKS_URL = root.dataset.ticksUrl;
   const MAX_SYMBOLS = Number(root.dataset.maxSymbols) || 50;
-  const STATS_EVERY = 5000; // ms between two reads of /api/symbols (24-hour stats, stale)
+  const STATS_EVERY = 5000; // ms between two reads of /api/symbols (24-hour stats, stale, closed)
   const DEFAULT_INTERVAL = "1m";
   const D = window.TickerDecimal;
   const CHART_POINTS = 500; // events kept per symbol; also the back-fill page size
@@ -71,7 +71,7 @@
     retryTimer: null,
     retryDelay: 1000,
     renderPending: false,
-    stats: new Map(), // symbol -> {stats, stale, anchor}, from /api/symbols
+    stats: new Map(), // symbol -> {stats, stale, closed, anchor}, from /api/symbols
     statsTimer: null,
     statsBusy: false,
     detail: null, // the symbol whose detail view is open
@@ -102,6 +102,11 @@
     stale.textContent = "stale";
     stale.title = "No tick for several tick intervals";
     stale.hidden = true;
+    const closed = name.appendChild(document.createElement("span"));
+    closed.className = "closed";
+    closed.textContent = "closed";
+    closed.title = "The market is closed: no trades until it opens";
+    closed.hidden = true;
     const price = li.appendChild(document.createElement("span"));
     price.className = "price";
     price.textContent = "—";
@@ -159,7 +164,7 @@
       stats: null, // the 24-hour statistics shown
       shown: null, // the last price drawn, to know which way it moved
       dirty: true,
-      el: { li, price, change, chart, base, line, updated, stale, high, low, volume },
+      el: { li, price, change, chart, base, line, updated, stale, closed, high, low, volume },
     };
   }
 
@@ -206,10 +211,11 @@
     li.classList.add("flash-" + dir);
   }
 
-  // The 24-hour statistics and the stale mark: the decimal strings as they came
-  // (digits grouped), the staleness as the server judges it, never guessed here.
+  // The 24-hour statistics and the stale or closed mark: the decimal strings as they
+  // came (digits grouped), staleness and market hours as the server judges them,
+  // never guessed here.
   function renderStats(row) {
-    const { li, change, stale, high, low, volume } = row.el;
+    const { li, change, stale, closed, high, low, volume } = row.el;
     const known = state.stats.get(row.symbol);
     // The server's figures moved on by the ticks since its answer (candles.js).
     const stats = known
@@ -219,6 +225,10 @@
     stale.hidden = !isStale;
     if (isStale) li.dataset.stale = "true";
     else delete li.dataset.stale;
+    const isClosed = Boolean(known && known.closed);
+    closed.hidden = !isClosed;
+    if (isClosed) li.dataset.closed = "true";
+    else delete li.dataset.closed;
     row.stats = stats;
     if (!stats) {
       change.textContent = known ? "—" : "";
@@ -679,7 +689,7 @@
     if (e.key === "Escape" && state.detail !== null && !e.defaultPrevented) closeDetail("back");
   });
 
-  // ---- 24-hour statistics and stale marks, read every few seconds ----
+  // ---- 24-hour statistics, stale and closed marks, read every few seconds ----
 
   function takeStats(rows) {
     state.stats = new Map(
@@ -688,6 +698,7 @@
         {
           stats: r.stats || null,
           stale: r.stale === true,
+          closed: r.closed === true, // the market is closed: not stale
           anchor: r.tick ? r.tick.id : 0, // the statistics count every tick up to it
         },
       ]),
