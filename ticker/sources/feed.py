@@ -34,7 +34,7 @@ mark is a duplicate (a replay after a reconnect) and is dropped and counted.
 On a sequential venue a trade past ``mark.id + 1`` is a gap: logged, counted,
 and filled through ``Upstream.fill`` before the trade itself is taken.
 ``checkpoint`` gives the marks of the trades the last ``next_ticks`` returned;
-the producer writes them (``ticker.sources.cursors``) in the same transaction
+the producer writes them (``ticker.log.cursors``) in the same transaction
 as those ticks, and at a take-over reads them back and calls ``restore`` before
 ``resume``.  So a new holder starts exactly after the last trade the old one
 committed: what the old one had buffered but not committed is received again
