@@ -20,7 +20,7 @@ from ticker import create_app, log
 from ticker.cli import upgrade
 from ticker.config import Retention
 from ticker.db import make_engine
-from ticker.events import Tick, now_us
+from ticker.events import Event, Tick, now_us
 from ticker.follower import Follower
 from ticker.hub import Hub
 
@@ -120,6 +120,61 @@ def test_every_committed_event_reaches_the_hub_once_and_in_id_order(
     with engine.connect() as conn:
         latest = log.latest(conn, SYMBOLS)
     assert hub.snapshot(SYMBOLS, hub.head) == latest  # what a new stream's snapshot shows
+
+
+def test_appends_handed_over_and_read_back_reach_the_hub_once_in_order(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    """Half the writers hand their commits to the hub (as this process's API does), half
+    only commit (as other processes do): the hub holds the log, each event once, in order."""
+    follower, hub = follow(poll_interval=0.01)
+    start = hub.head
+    errors: list[BaseException] = []
+
+    def write(seed: int, hand_over: bool) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(40):
+                ticks = [
+                    Tick(SYMBOLS[i % 3], f"{seed}{i}.5", now_us()) for i in range(rng.randint(1, 5))
+                ]
+                before, ids = log.append_after(engine, ticks)
+                if hand_over:
+                    events = [
+                        Event(i, t.symbol, t.price, t.ts) for i, t in zip(ids, ticks, strict=True)
+                    ]
+                    follower.published(before, events)  # or not, when another came between
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(n, n % 2 == 0)) for n in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert not errors, errors[0]
+    eventually(lambda: hub.head == in_log(engine)[-1][0], "the hub at the log's head", 10)
+    assert in_hub(hub, start) == in_log(engine, after=start)
+
+
+@SQLITE_ONLY  # no LISTEN: the follower reads nothing until the test wakes it
+def test_an_append_is_handed_over_only_when_it_follows_on(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    follower, hub = follow(poll_interval=QUIET)
+    tick = Tick("AAPL", "9.5", now_us())
+    before, ids = log.append_after(engine, [tick])
+    assert before == follower.position == hub.head
+    assert follower.published(before, [Event(ids[0], tick.symbol, tick.price, tick.ts)])
+    assert in_hub(hub, before) == in_log(engine, after=before)  # not read back: handed over
+    first = append(engine, 2)  # another process's commit, not read yet
+    before, ids = log.append_after(engine, [Tick("AAPL", "1.5", now_us())])
+    assert before == first[-1] and follower.position < before
+    assert not follower.published(before, [Event(ids[0], "AAPL", "1.5", now_us())])
+    assert hub.head < ids[0]  # nothing out of order reached the hub
+    follower.wake()
+    eventually(lambda: hub.head == ids[0], "the follower read both commits")
+    assert in_hub(hub, 0) == in_log(engine)
 
 
 @SQLITE_ONLY

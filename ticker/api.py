@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Tick, exact_price, exact_size, now_us, parse_ts
+from ticker.events import Event, Tick, exact_price, exact_size, now_us, parse_ts
 from ticker.sources import Source
 from ticker.state import app_state
 
@@ -181,8 +181,12 @@ def publish() -> tuple[Response, int]:
     received = now_us()
     batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
     state = app_state()
-    ids = log.append(state.engine, batch)
-    state.follower.wake()
+    before, ids = log.append_after(state.engine, batch)
+    # Straight to this process's hub when nothing else committed in between;
+    # else (or as well, for the other processes) the follower reads the log.
+    events = [Event(i, t.symbol, t.price, t.ts, t.size) for i, t in zip(ids, batch, strict=True)]
+    if not state.follower.published(before, events):
+        state.follower.wake()
     logger.debug(
         "published",
         extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},

@@ -15,7 +15,12 @@ in a new epoch, so that every stream beyond what the log still holds is reset
 Streams never poll the database while they wait: they wait on the hub, which
 this single reader fills.
 
-Appends made in this process wake the follower at once.  Appends by other
+An append through this process's API that directly follows ``position`` (no
+other process committed in between: the newest id before it, read under the
+writer's lock, is ``position``) is handed over without being read back
+(``published``); ``position`` and the hub move together under one lock, so a
+page the follower read meanwhile skips what was handed over.  Other appends
+made in this process wake the follower at once.  Appends by other
 processes are found on SQLite by polling every ``poll_interval`` seconds (one
 cheap indexed query per process, however many clients are connected), and on
 PostgreSQL by ``LISTEN ticker_log`` on one dedicated connection per process.
@@ -36,6 +41,7 @@ from sqlalchemy import Connection, Engine
 
 from ticker import log, sse
 from ticker.candles.recent import RecentEvents
+from ticker.events import Event
 from ticker.hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -71,6 +77,7 @@ class Follower:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._publishing = threading.Lock()  # position and the hub move together
         self._thread: threading.Thread | None = None
 
     @property
@@ -122,14 +129,42 @@ class Follower:
                     self._still_held(conn),
                 )
                 return 0
-            self.newest = (seen.head, seen.head_ts)
+            if seen.head > self.newest[0]:  # (a hand-over may have moved it on meanwhile)
+                self.newest = (seen.head, seen.head_ts)
         if events:
-            if self.recent is not None:
-                self.recent.add(after, events)
-            latest = {e.symbol: e for e in events}  # the last one of each symbol wins
-            self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events], latest)
-            self.position = events[-1].id
+            with self._publishing:
+                if self.position != after:  # handed over meanwhile (``published``)
+                    events = [e for e in events if e.id > self.position]
+                    after = self.position
+                if events:
+                    self._publish(after, events)
         return len(events)
+
+    def published(self, after: int, events: Sequence[Event]) -> bool:
+        """Publish events this process just committed, if they follow on from ``position``.
+
+        ``after``: the newest id before them, read under the writer's lock, so
+        they are every event with ``after < id`` up to their last.  Saves
+        reading them back; when another process committed in between (the hub
+        is not at ``after``), or the follower is not running, it says no and
+        the caller wakes the follower instead.
+        """
+        with self._publishing:
+            if not events or not self.running or self.position != after:
+                return False
+            self._publish(after, events)
+            return True
+
+    def _publish(self, after: int, events: Sequence[Event]) -> None:
+        """Hand every event with ``after < id`` up to the last of ``events`` to the hub."""
+        if self.recent is not None:
+            self.recent.add(after, events)
+        latest = {e.symbol: e for e in events}  # the last one of each symbol wins
+        self.hub.publish([(e.id, e.symbol, e.ts, sse.tick(e)) for e in events], latest)
+        last = events[-1]
+        self.position = last.id
+        if last.id > self.newest[0]:  # the newest row known: the rewind check looks for it
+            self.newest = (last.id, last.ts)
 
     def _still_held(self, conn: Connection) -> int:
         """Return the last id up to which the log still holds what the hub published.
@@ -162,11 +197,13 @@ class Follower:
         """
         head = log.position(conn).head
         logger.warning("follower: " + why + "; restarting the hub at %d", self.position, head)
-        self.hub.restart(head, log.latest(conn, self.symbols, upto=head), valid_upto)
-        if self.recent is not None:
-            self.recent.forget()
-        self.position = head
-        self.newest = (head, log.mark(conn, head).ts_at)
+        latest, head_ts = log.latest(conn, self.symbols, upto=head), log.mark(conn, head).ts_at
+        with self._publishing:
+            self.hub.restart(head, latest, valid_upto)
+            if self.recent is not None:
+                self.recent.forget()
+            self.position = head
+            self.newest = (head, head_ts)
 
     def _run(self) -> None:
         backoff = self.poll_interval

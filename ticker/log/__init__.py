@@ -25,7 +25,7 @@ above it.
 
 from __future__ import annotations
 
-from ticker.log.append import append, insert_ticks
+from ticker.log.append import append, append_after, insert_ticks
 from ticker.log.cursors import SourceCursor, read_cursors, write_cursors
 from ticker.log.prune import prune
 from ticker.log.read import latest, latest_any, read_after, read_before
@@ -56,6 +56,7 @@ __all__ = [
     "Position",
     "SourceCursor",
     "append",
+    "append_after",
     "driver_rows",
     "head",
     "insert_ticks",

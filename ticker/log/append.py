@@ -17,6 +17,18 @@ def append(engine: Engine, batch: Sequence[Tick]) -> list[int]:
         return insert_ticks(conn, batch)
 
 
+def append_after(engine: Engine, batch: Sequence[Tick]) -> tuple[int, list[int]]:
+    """Append ``batch`` like :func:`append`; also return the newest id before it.
+
+    Read under the writer's lock, so every event with ``before < id`` up to
+    the last new id is in ``batch``: this process can hand the batch to its
+    hub without reading it back, when the hub stands at ``before``.
+    """
+    with writing(engine) as conn:
+        before = driver_rows(conn, "SELECT coalesce(max(id), 0) FROM ticks", ())[0][0]
+        return int(before), insert_ticks(conn, batch)
+
+
 def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
     """Insert ``batch`` within the caller's write transaction; return the ids in order."""
     if not batch:
