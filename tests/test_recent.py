@@ -36,9 +36,9 @@ def test_it_answers_only_for_a_range_it_holds_whole() -> None:
     assert [e.id for e in recent.between(10, 13, 10) or []] == [12, 13]
     assert [e.id for e in recent.between(12, 13, 10) or []] == [13]
     assert recent.between(13, 20, 10) is None  # past the end: the log may have more
-    recent.add(13, events([15, 16, 17, 18]))  # follows on: 6 held, limit 5 drops the oldest
-    assert recent.between(10, 18, 10) is None
-    assert [e.id for e in recent.between(12, 17, 2) or []] == [13, 15]
+    recent.add(13, events([15, 16, 17, 18, 19]))  # follows on: 7 held, limit 5: 2 go
+    assert recent.between(12, 18, 10) is None
+    assert [e.id for e in recent.between(13, 17, 2) or []] == [15, 16]
     recent.add(30, events([31]))  # a page that does not follow on starts again
     assert recent.between(12, 31, 10) is None
     assert [e.id for e in recent.between(30, 31, 10) or []] == [31]

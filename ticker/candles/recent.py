@@ -15,8 +15,9 @@ read once is the event the rollup would read.  ``between`` answers ``None``
 whenever it cannot vouch for a whole range, and the rollup reads the log.
 
 Only the lease holder rolls up: the buffer keeps nothing until it is switched
-on (``keep``), and at most ``limit`` events (the oldest go first), so other
-processes pay nothing and a stalled rollup costs bounded memory.
+on (``keep``), and about ``limit`` events (the oldest go first, a quarter of
+``limit`` at a time), so other processes pay nothing and a stalled rollup
+costs bounded memory.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class RecentEvents:
             self._ids.extend(e.id for e in events)
             self.end = events[-1].id
             excess = len(self._events) - self.limit
-            if excess > 0:
+            if excess > self.limit // 4:  # trim in chunks, not a long list's front every page
                 self._drop(excess)
 
     def between(self, after: int, upto: int, limit: int) -> list[Event] | None:
