@@ -54,12 +54,6 @@ PRICE_FIELDS: Mapping[str, tuple[str | int, ...]] = {
     "kraken": ("c", 0),
 }
 
-#: ccxt options per exchange.  Binance: load the spot markets only (exchangeInfo),
-#: not the futures hosts, which a spot quote never needs.
-OPTIONS: Mapping[str, Mapping[str, Any]] = {
-    "binance": {"fetchMarkets": {"types": ["spot"]}},
-}
-
 
 class CCXTQuotes(Source):
     """The last price of each tracked symbol, polled from a ccxt exchange."""
@@ -76,9 +70,7 @@ class CCXTQuotes(Source):
         name: str | None = None,
     ) -> None:
         self.name = name or f"ccxt:{exchange}"
-        self.exchange = make_exchange(
-            exchange, base_url=base_url, timeout=timeout, options=OPTIONS.get(exchange)
-        )
+        self.exchange = make_exchange(exchange, base_url=base_url, timeout=timeout)
         self.exchange.number = str  # ccxt's string mode: no unified field is a float
         self.exchange.on_json_response = partial(json.loads, parse_float=str)
         self.price_field = PRICE_FIELDS.get(exchange)

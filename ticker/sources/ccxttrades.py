@@ -145,13 +145,11 @@ class CCXTUpstream(Upstream):
     async def connect(self) -> None:
         """Build the exchange, load or reuse its markets, subscribe, wait for the socket."""
         source = self.source
-        options = {"fetchMarkets": {"types": ["spot"]}} if source.exchange == "binance" else {}
         self.exchange = make_exchange(
             source.exchange,
             base_url=source.base_url,
             timeout=source.request_timeout,
             pro=True,
-            options=options,
         )
         _guard(self.exchange, self.source.skip_malformed)
         self._note_retry_after()

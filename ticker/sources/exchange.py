@@ -26,6 +26,13 @@ logger = logging.getLogger("ticker.sources")
 FALLBACK_QUOTES: Mapping[str, tuple[str, ...]] = {"USD": ("USDT", "USDC")}
 
 
+#: ccxt options each exchange gets by default.  Binance: load the spot markets
+#: only (exchangeInfo), not the futures hosts, which no source here needs.
+DEFAULT_OPTIONS: Mapping[str, Mapping[str, Any]] = {
+    "binance": {"fetchMarkets": {"types": ["spot"]}},
+}
+
+
 def make_exchange(
     name: str,
     *,
@@ -37,7 +44,8 @@ def make_exchange(
     """Build ccxt's exchange ``name`` (its async ``ccxt.pro`` class when ``pro``).
 
     An exchange ccxt does not know raises :class:`ConfigError` naming
-    ``TICKER_SOURCE``.  ccxt's own rate limiter stays on.
+    ``TICKER_SOURCE``.  ccxt's own rate limiter stays on.  ``options`` go over
+    the exchange's :data:`DEFAULT_OPTIONS`.
     """
     if pro:
         import ccxt.pro as family
@@ -49,7 +57,11 @@ def make_exchange(
             "TICKER_SOURCE", kind, f"{name!r} is not an exchange of ccxt{' pro' if pro else ''}"
         )
     exchange = getattr(family, name)(
-        {"timeout": int(timeout * 1000), "enableRateLimit": True, "options": dict(options or {})}
+        {
+            "timeout": int(timeout * 1000),
+            "enableRateLimit": True,
+            "options": {**DEFAULT_OPTIONS.get(name, {}), **(options or {})},
+        }
     )
     if base_url:
         exchange.urls["api"] = point_at(exchange.urls["api"], base_url)
