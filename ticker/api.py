@@ -9,11 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy.exc import OperationalError
 
 from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Event, Tick, exact_price, exact_size, now_us, parse_ts
+from ticker.events import Event, Tick, exact_price, exact_size, format_ts, now_us, parse_ts
 from ticker.sources import Source
 from ticker.state import app_state
 
@@ -181,7 +182,15 @@ def publish() -> tuple[Response, int]:
     received = now_us()
     batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
     state = app_state()
-    before, ids = log.append_after(state.engine, batch)
+    try:
+        before, ids = log.append_after(state.engine, batch)
+    except OperationalError as exc:  # nothing of the batch committed
+        cause = str(exc.orig).strip() or type(exc.orig).__name__
+        state.writes.failure(cause)
+        state.metrics.append_failures.inc()
+        logger.warning("append failed: %s", cause)
+        raise RequestError(503, f"database unavailable, retry shortly: {cause}") from None
+    state.writes.success()
     # Straight to this process's hub when nothing else committed in between;
     # else (or as well, for the other processes) the follower reads the log.
     events = [Event(i, t.symbol, t.price, t.ts, t.size) for i, t in zip(ids, batch, strict=True)]
@@ -192,6 +201,10 @@ def publish() -> tuple[Response, int]:
         extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},
     )
     return jsonify({"ids": ids}), 201
+
+
+def _iso_s(seconds: float | None) -> str | None:
+    return None if seconds is None else format_ts(int(seconds * 1_000_000))
 
 
 @bp.get("/healthz")
@@ -211,9 +224,17 @@ def health() -> tuple[Response, int]:
     now = now_us()
     source = producer.source
     _closed_symbols(source)  # a venue with trading hours asks its clock when due
+    writes = state.writes
     return jsonify(
         {
-            "status": "ok",
+            # Degraded: reads and streams work, appends do not (the cause is under "writes").
+            "status": "degraded" if writes.failing else "ok",
+            "writes": {
+                "ok": not writes.failing,
+                "cause": writes.cause,
+                "failing_since": _iso_s(writes.failing_since),
+                "failed_appends": writes.failed,
+            },
             "head": position.head,
             "pruned_through": position.pruned_through,
             "newest_tick_age_s": None if newest is None else round((now - newest.ts) / 1e6, 3),

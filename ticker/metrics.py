@@ -110,6 +110,11 @@ class Metrics:
         self.pruned = Counter(
             "ticker_log_pruned_events", "Events deleted by retention.", registry=own
         )
+        self.append_failures = Counter(
+            "ticker_log_append_failures",
+            "Appends through the API that failed (a full disk, a read-only database, a lock).",
+            registry=own,
+        )
         self.source = SourceMetrics(own)
         for reason in RESET_REASONS:  # show zeros, so rates and alerts have a series
             self.resets.labels(reason)

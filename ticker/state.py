@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from apscheduler.schedulers.base import BaseScheduler
@@ -16,6 +17,36 @@ from ticker.metrics import MeteredProducer, MeteredStreams, Metrics
 from ticker.stream import Broadcaster
 
 KEY = "ticker"  # in app.extensions
+
+
+class WriteHealth:
+    """Whether this process's appends through the API succeed, for ``/healthz``.
+
+    A failed append (a full disk, a read-only file or database, a lock that
+    never came) marks the write side failing, with its cause and since when,
+    until the next append succeeds.
+    """
+
+    def __init__(self) -> None:
+        self.failed = 0  # appends that failed, ever
+        self.failing_since: float | None = None  # wall clock of the first failure in a row
+        self.cause: str | None = None
+
+    def failure(self, cause: str) -> None:
+        """Note a failed append and why."""
+        self.failed += 1
+        self.cause = cause
+        if self.failing_since is None:
+            self.failing_since = time.time()
+
+    def success(self) -> None:
+        """Note an append that committed: the write side works again."""
+        self.failing_since = self.cause = None
+
+    @property
+    def failing(self) -> bool:
+        """Tell whether the last append failed."""
+        return self.failing_since is not None
 
 
 @dataclass(eq=False)
@@ -38,6 +69,7 @@ class AppState:
     scheduler: BaseScheduler | None = None
     started: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    writes: WriteHealth = field(default_factory=WriteHealth)
 
 
 def app_state(app: Flask | None = None) -> AppState:
