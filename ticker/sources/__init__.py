@@ -54,27 +54,17 @@ def make_source(settings: Settings) -> Source | None:
     if kind in ("coinbase", "binance") or (kind == "ccxt" and ":" not in arg):
         from ticker.sources.ccxtquotes import CCXTQuotes  # ccxt loads only when it is used
 
-        return CCXTQuotes(
-            arg or kind,
-            settings.symbols,
-            base_url=settings.source_url,
-            timeout=settings.source_timeout,
-            symbol_map=dict(settings.source_symbols),
-            quotes=dict(settings.source_quotes or ()),
-            name=settings.source,
-        )
+        exchange = arg or kind
+        return CCXTQuotes(exchange, settings.symbols, name=settings.source, **_exchange(settings))
     if kind == "ccxt" and arg.endswith(":trades"):
         from ticker.sources.ccxttrades import CCXTTradesSource
 
         return CCXTTradesSource(
             arg.partition(":")[0],
             settings.symbols,
-            base_url=settings.source_url,
-            timeout=settings.source_timeout,
-            symbol_map=dict(settings.source_symbols),
-            quotes=dict(settings.source_quotes or ()),
             silence=settings.source_silence,
             backoff=settings.source_backoff,
+            **_exchange(settings),
         )
     if kind == "alpaca":
         from ticker.sources import alpaca  # alpaca-py: imported only when asked for
@@ -91,6 +81,16 @@ def make_source(settings: Settings) -> Source | None:
     if kind == "python":
         return _load(arg, settings)
     raise ConfigError("TICKER_SOURCE", settings.source, "unknown source")
+
+
+def _exchange(settings: Settings) -> dict[str, Any]:
+    """Return what both ccxt sources take from the settings: URL, timeout, symbol names."""
+    return {
+        "base_url": settings.source_url,
+        "timeout": settings.source_timeout,
+        "symbol_map": dict(settings.source_symbols),
+        "quotes": dict(settings.source_quotes or ()),
+    }
 
 
 def _load(target: str, settings: Settings) -> Source:
