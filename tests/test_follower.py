@@ -91,9 +91,10 @@ def in_hub(hub: Hub, after: int) -> list[tuple[int, str, str]]:
 def test_every_committed_event_reaches_the_hub_once_and_in_id_order(
     engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
 ) -> None:
-    before = append(engine, 5)  # before the start: the hub begins at the head
+    before = append(engine, 5)  # before the start: the hub begins warm, at the head
     _, hub = follow(poll_interval=0.01)
-    assert hub.head == hub.floor == before[-1]
+    assert (hub.floor, hub.head) == (0, before[-1])
+    assert in_hub(hub, 0) == in_log(engine, after=0)
     errors: list[BaseException] = []
 
     def write(seed: int) -> None:
@@ -119,7 +120,7 @@ def test_every_committed_event_reaches_the_hub_once_and_in_id_order(
     assert in_hub(hub, before[-1]) == expected
     with engine.connect() as conn:
         latest = log.latest(conn, SYMBOLS)
-    assert hub.snapshot(SYMBOLS, hub.head) == latest  # what a new stream's snapshot shows
+    assert hub.snapshot(SYMBOLS) == (hub.head, latest)  # what a new stream's snapshot shows
 
 
 def test_appends_handed_over_and_read_back_reach_the_hub_once_in_order(
@@ -286,4 +287,4 @@ def test_events_pruned_before_the_follower_read_them_are_never_skipped_silently(
     assert hub.read(start, None) is None
     assert hub.floor == ids[-1]
     with engine.connect() as conn:
-        assert hub.snapshot(SYMBOLS, hub.head) == log.latest(conn, SYMBOLS)
+        assert hub.snapshot(SYMBOLS) == (hub.head, log.latest(conn, SYMBOLS))

@@ -191,17 +191,29 @@ def test_a_batch_carries_the_tick_time_of_its_last_message() -> None:
     assert everything is not None and everything.last_ts == 4000
 
 
-def test_snapshot_is_the_newest_event_per_symbol_and_only_at_the_hubs_head() -> None:
+def test_snapshot_is_the_newest_event_per_symbol_at_the_hubs_head() -> None:
     hub = Hub()
-    assert hub.snapshot(["BTC-USD"], 0) is None  # not started: the stream asks the log
+    assert hub.snapshot(["BTC-USD"]) is None  # not started: the stream asks the log
     btc, aapl = Event(3, "BTC-USD", "1.5", 30), Event(5, "AAPL", "230", 50)
     hub.restart(5, [btc, aapl])
-    assert hub.snapshot(["BTC-USD", "AAPL", "MSFT"], 5) == [btc, aapl]
+    assert hub.snapshot(["BTC-USD", "AAPL", "MSFT"]) == (5, [btc, aapl])
 
     newer = {"BTC-USD": Event(6, "BTC-USD", "1.6", 60), "AAPL": Event(7, "AAPL", "231", 70)}
     hub.publish([item(6), item(7, "AAPL")], newer)
-    assert hub.snapshot(["AAPL", "BTC-USD"], 7) == [newer["AAPL"], newer["BTC-USD"]]
+    assert hub.snapshot(["AAPL", "BTC-USD"]) == (7, [newer["AAPL"], newer["BTC-USD"]])
     # Retention deleted through id 6: BTC-USD has no tick left in the log.
-    assert hub.snapshot(["AAPL", "BTC-USD"], 7, pruned_through=6) == [newer["AAPL"]]
-    # The log's head is not the hub's (the follower is behind): no snapshot from here.
-    assert hub.snapshot(["BTC-USD"], 8) is None
+    hub.pruned_through = 6
+    assert hub.snapshot(["AAPL", "BTC-USD"]) == (7, [newer["AAPL"]])
+
+
+def test_a_warm_restart_holds_the_window_it_is_given() -> None:
+    hub = Hub(capacity=100)
+    hub.publish([item(1), item(2)])
+    latest = [Event(9, "AAPL", "1", 9000)]
+    hub.restart(6, latest, window=[item(7), item(8, "MSFT"), item(9, "AAPL")])
+    assert (hub.floor, hub.head, hub.valid_upto) == (6, 9, 9)
+    assert hub.read(5, None) is None  # below the window: the log answers
+    batch = hub.read(6, {"AAPL", "MSFT"})
+    assert batch is not None and (batch.cursor, batch.last_id) == (9, 9)
+    assert batch.messages == [item(8, "MSFT")[3], item(9, "AAPL")[3]]
+    assert hub.snapshot(["AAPL"]) == (9, latest)

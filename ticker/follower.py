@@ -86,19 +86,41 @@ class Follower:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Start following from the current head, once; later calls do nothing."""
+        """Start following from the current head, once; later calls do nothing.
+
+        The hub starts warm: it holds the log's newest events, as many as its
+        capacity, so streams resuming after a restart replay from memory.
+        """
         with self._lock:
             if self._thread is not None:
                 return
-            with self.engine.connect() as conn:
-                seen = log.mark(conn, 0)
-                self.position, self.newest = seen.head, (seen.head, seen.head_ts)
-                latest = log.latest(conn, self.symbols, upto=self.position)
-            self.hub.restart(self.position, latest)
+            self._warm_up()
             self._thread = threading.Thread(target=self._run, name="ticker-follower", daemon=True)
             self._thread.start()
             if self.listens:
                 threading.Thread(target=self._listen, name="ticker-listen", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        """Restart the hub at the log's head, holding its newest ``capacity`` events.
+
+        The hub claims every event after its floor, so the floor is just below
+        the window when the window is full, and never below ``pruned_through``
+        (read after the window: whatever the window lacks below it was pruned).
+        """
+        capacity = self.hub.capacity
+        with self.engine.connect() as conn:
+            seen = log.mark(conn, 0)
+            window = log.newest(conn, capacity, upto=seen.head)
+            pruned = log.pruned_through(conn)
+            latest = log.latest(conn, self.symbols, upto=seen.head)
+        floor = pruned
+        if len(window) == capacity:
+            floor = max(floor, window[0].id - 1)
+        floor = min(floor, seen.head)
+        held = [(e.id, e.symbol, e.ts, sse.tick(e)) for e in window if e.id > floor]
+        self.hub.pruned_through = pruned
+        self.hub.restart(floor, latest, valid_upto=seen.head, window=held)
+        self.position, self.newest = seen.head, (seen.head, seen.head_ts)
 
     def wake(self) -> None:
         """Look at the log now instead of at the next poll."""
@@ -119,6 +141,7 @@ class Follower:
             # and so does a log that moved back below what was published.
             newest, newest_ts = self.newest
             seen = log.mark(conn, newest)
+            self.hub.pruned_through = seen.pruned_through  # for the hub's snapshots
             if seen.pruned_through > after:
                 self._restart(conn, "retention deleted events after %d that it had not read")
                 return 0

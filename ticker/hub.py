@@ -9,7 +9,9 @@ instead.  Nothing is queued per stream, so a slow reader costs no memory: it
 just falls below ``floor`` and catches up from the log.
 
 Once the follower has started it, the hub also knows the newest event of each
-tracked symbol as of ``head``, so a new stream's snapshot needs no query.
+tracked symbol as of ``head``, so a new stream's snapshot needs no query; and
+it starts *warm*, holding the log's newest ``capacity`` events, so that the
+streams reconnecting after a restart or a deploy replay from memory too.
 
 Pure: no Flask, no database.  ``threading`` primitives become greenlet-aware
 when gevent has patched them, so the same code serves threads and greenlets.
@@ -46,6 +48,7 @@ class Hub:
         self.head = 0
         self.epoch = 0  # counts restarts: a stream that saw another epoch checks its cursor
         self.valid_upto = 0  # a cursor beyond this id, from an earlier epoch, must be reset
+        self.pruned_through = 0  # the log's, as the follower last read it
         self.closed = False
         self._ids: list[int] = []
         self._symbols: list[str] = []
@@ -56,19 +59,31 @@ class Hub:
         self._changed = threading.Event()
 
     def restart(
-        self, position: int, latest: Iterable[Event] = (), valid_upto: int | None = None
+        self,
+        position: int,
+        latest: Iterable[Event] = (),
+        valid_upto: int | None = None,
+        window: Sequence[tuple[int, str, int, bytes]] = (),
     ) -> None:
         """Forget everything and hold events from ``position`` on, in a new epoch.
 
-        ``latest``: the newest event with ``id <= position`` of each tracked symbol.
-        ``valid_upto`` (default ``position``): when the log moved back, the last
-        id the log still holds as it was; a stream whose cursor is beyond it
-        must be reset (``ahead``), and the waiters are woken to see that.
+        ``latest``: the newest event of each tracked symbol as of the last id of
+        ``window``, or of ``position`` when there is none.  ``window``: the
+        ``(id, symbol, ts, message)`` of every event of the log after
+        ``position``, in id order, held at once (a warm start: streams that
+        reconnect after a restart replay from memory).  ``valid_upto``
+        (default: the new head): when the log moved back, the last id the log
+        still holds as it was; a stream whose cursor is beyond it must be reset
+        (``ahead``), and the waiters are woken to see that.
         """
         with self._lock:
-            self._ids, self._symbols, self._ts, self._messages = [], [], [], []
-            self.floor = self.head = position
-            self.valid_upto = position if valid_upto is None else valid_upto
+            self._ids = [item[0] for item in window]
+            self._symbols = [item[1] for item in window]
+            self._ts = [item[2] for item in window]
+            self._messages = [item[3] for item in window]
+            self.floor = position
+            self.head = self._ids[-1] if window else position
+            self.valid_upto = self.head if valid_upto is None else valid_upto
             self.epoch += 1
             self._latest = {e.symbol: e for e in latest}
             changed, self._changed = self._changed, threading.Event()
@@ -79,19 +94,18 @@ class Hub:
         """Tell whether the follower has started the hub (until then it holds nothing)."""
         return self._latest is not None
 
-    def snapshot(
-        self, symbols: Sequence[str], head: int, pruned_through: int = 0
-    ) -> list[Event] | None:
-        """Return the newest event of each of ``symbols`` as of ``head``, if the hub is there.
+    def snapshot(self, symbols: Sequence[str]) -> tuple[int, list[Event]] | None:
+        """Return the head and the newest event of each of ``symbols`` as of it, once started.
 
-        A symbol whose newest event retention deleted (``id <= pruned_through``)
-        has none, as in the log.
+        A symbol whose newest event retention deleted (``id <= pruned_through``,
+        as the follower last read it) has none, as in the log.
         """
         with self._lock:
-            if self._latest is None or self.head != head:
-                return None
             latest = self._latest
-            return [latest[s] for s in symbols if s in latest and latest[s].id > pruned_through]
+            if latest is None:
+                return None
+            pruned = self.pruned_through
+            return self.head, [latest[s] for s in symbols if s in latest and latest[s].id > pruned]
 
     def publish(
         self,

@@ -18,7 +18,7 @@ above it.
 
 - :mod:`~ticker.log.table`: the tables, ``position`` and the named counters.
 - :mod:`~ticker.log.append`: ``append`` and ``insert_ticks``.
-- :mod:`~ticker.log.read`: ``read_after``, ``read_before``, ``latest``.
+- :mod:`~ticker.log.read`: ``read_after``, ``read_before``, ``latest``, ``newest``.
 - :mod:`~ticker.log.prune`: retention.
 - :mod:`~ticker.log.cursors`: streamed sources' cursors, written with their ticks.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 from ticker.log.append import append, append_after, insert_ticks
 from ticker.log.cursors import SourceCursor, read_cursors, write_cursors
 from ticker.log.prune import prune
-from ticker.log.read import latest, latest_any, read_after, read_before
+from ticker.log.read import latest, latest_any, newest, read_after, read_before
 from ticker.log.table import (
     CHANNEL,
     ROLLED_UP,
@@ -63,6 +63,7 @@ __all__ = [
     "latest",
     "latest_any",
     "mark",
+    "newest",
     "position",
     "prune",
     "pruned_through",

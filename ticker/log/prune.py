@@ -6,7 +6,7 @@ from sqlalchemy import Engine, delete, select
 
 from ticker.config import Retention
 from ticker.db import CANDLE_LOCK, take, writing
-from ticker.log.table import position, rolled_up, ticks, write_state
+from ticker.log.table import CHANNEL, driver_rows, position, rolled_up, ticks, write_state
 
 
 def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) -> int:
@@ -59,3 +59,5 @@ def prune(engine: Engine, retention: Retention, now_us: int, batch: int = 5000) 
             result = conn.execute(delete(ticks).where(ticks.c.id <= cut))
             deleted += result.rowcount
             write_state(conn, "pruned_through", cut)
+            if conn.dialect.name == "postgresql":  # the followers read the new horizon at once
+                driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(pos.head)))

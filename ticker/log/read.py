@@ -34,6 +34,16 @@ def read_after(
     return list(map(Event._make, driver_rows(conn, sql + " ORDER BY id LIMIT ?", params)))
 
 
+def newest(conn: Connection, count: int, upto: int) -> list[Event]:
+    """Return the newest ``count`` events with ``id <= upto``, by id (a warm hub's window)."""
+    rows = driver_rows(
+        conn,
+        "SELECT id, symbol, price, ts, size FROM ticks WHERE id <= ? ORDER BY id DESC LIMIT ?",
+        (upto, count),
+    )
+    return list(map(Event._make, reversed(rows)))
+
+
 def read_before(conn: Connection, symbol: str, after: int, before: int, limit: int) -> list[Event]:
     """Return the newest ``limit`` events of ``symbol`` with ``after < id < before``, by id."""
     query = (

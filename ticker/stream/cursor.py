@@ -177,23 +177,26 @@ def catch_up(
     at.epoch = hub.epoch  # before the head is read: a restart after it is noticed
     yield sse.retry(asked.retry_ms)
 
-    with engine.connect() as conn:
-        position = log.position(conn)
-        head = position.head
-        first: bytes | None = None
-        if last_id is None:
-            # When this process's hub has caught up with the log, it holds the newest
-            # tick of each symbol: the snapshot needs no further query.
-            latest = hub.snapshot(symbols, head, position.pruned_through)
-            if latest is None:
-                latest = log.latest(conn, symbols, upto=head)
-            first, cursor = sse.opening("snapshot", head, latest), head
-        elif last_id > head or last_id < position.pruned_through:
-            reason = "ahead" if last_id > head else "expired"
-            first, cursor = _reset(conn, symbols, head, reason), head
-            streams.on_reset(reason)
-        else:
-            cursor = last_id
+    first: bytes | None = None
+    opened = _open_from_hub(hub, symbols) if last_id is None else None
+    if opened is not None:  # no query: the hub holds the snapshot
+        head, first = opened
+        cursor = head
+    else:
+        with engine.connect() as conn:
+            position = log.position(conn)
+            head = position.head
+            if last_id is None:
+                first, cursor = (
+                    sse.opening("snapshot", head, log.latest(conn, symbols, upto=head)),
+                    head,
+                )
+            elif last_id > head or last_id < position.pruned_through:
+                reason = "ahead" if last_id > head else "expired"
+                first, cursor = _reset(conn, symbols, head, reason), head
+                streams.on_reset(reason)
+            else:
+                cursor = last_id
     at.cursor = at.sent_id = cursor  # the resume point the client holds
     at.head = head
 
@@ -202,6 +205,22 @@ def catch_up(
     else:
         yield from _replay(engine, hub, at, streams)
     at.quiet_since = time.monotonic()
+
+
+def _open_from_hub(hub: Hub, symbols: Sequence[str]) -> tuple[int, bytes] | None:
+    """Return a fresh open's snapshot from the hub alone, ``(head, message)``, once started.
+
+    The snapshot is the hub's, at the hub's head: what follows it reaches the
+    hub later, so nothing falls in between.  (A resume reads the log's head and
+    prune horizon first, one indexed query, so that a last id retention has
+    deleted is told ``expired`` as the contract says; its replay then comes
+    from the hub, which starts warm.)
+    """
+    snapshot = hub.snapshot(symbols)
+    if snapshot is None:
+        return None
+    head, latest = snapshot
+    return head, sse.opening("snapshot", head, latest)
 
 
 def _replay(engine: Engine, hub: Hub, at: Cursor, streams: Streams) -> Iterator[bytes]:
