@@ -5,9 +5,9 @@ After a deploy every client reconnects at once with its ``Last-Event-ID``; a
 hub that starts empty sends every one of them to the database.  These tests
 start followers on a real log (SQLite file, PostgreSQL), check what the hub
 holds against the log, and count the database connections a stream's opening
-takes: none for a fresh open's snapshot, one for a resume inside the hub's
-window (the head and prune horizon), more when the replay must read the log
-(which shows the count works).
+takes: one (the head and prune horizon) for a fresh open or a resume inside
+the hub's window, more when the replay must read the log (which shows the
+count works).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def opening(engine: Engine, hub: Hub, last_id: int | None) -> tuple[list[bytes],
     return list(catch_up(engine, hub, at, asked, Streams(100))), at
 
 
-def test_a_fresh_open_takes_no_connection_and_a_resume_one(
+def test_opens_the_warm_hub_can_answer_take_one_connection(
     engine: Engine,
     follow: Callable[..., tuple[Follower, Hub]],
     checkouts: list[int],
@@ -93,14 +93,16 @@ def test_a_fresh_open_takes_no_connection_and_a_resume_one(
     _, hub = follow(poll_interval=60.0)
     checkouts[0] = 0
 
-    # A fresh open: the snapshot is the hub's.
+    # A fresh open: one connection for the log's head and prune horizon; the
+    # snapshot's ticks are the hub's.
     messages, at = opening(engine, hub, None)
-    assert checkouts[0] == 0
+    assert checkouts[0] == 1
     assert messages[1].startswith(f"id: {ids[-1]}\nevent: snapshot\n".encode())
     assert at.cursor == ids[-1]
 
-    # A resume inside the window: one connection for the log's head and prune
-    # horizon (a deleted last id is told ``expired``), then the replay is the hub's.
+    # A resume inside the window: the same one connection (a deleted last id is
+    # told ``expired``), then the replay is the hub's.
+    checkouts[0] = 0
     messages, at = opening(engine, hub, ids[150])
     assert checkouts[0] == 1
     wanted = [i for i, symbol, _ in in_log(engine, after=ids[150]) if symbol in SYMBOLS[:2]]

@@ -178,25 +178,24 @@ def catch_up(
     yield sse.retry(asked.retry_ms)
 
     first: bytes | None = None
-    opened = _open_from_hub(hub, symbols) if last_id is None else None
-    if opened is not None:  # no query: the hub holds the snapshot
-        head, first = opened
-        cursor = head
-    else:
-        with engine.connect() as conn:
-            position = log.position(conn)
-            head = position.head
-            if last_id is None:
-                first, cursor = (
-                    sse.opening("snapshot", head, log.latest(conn, symbols, upto=head)),
-                    head,
-                )
-            elif last_id > head or last_id < position.pruned_through:
-                reason = "ahead" if last_id > head else "expired"
-                first, cursor = _reset(conn, symbols, head, reason), head
-                streams.on_reset(reason)
+    with engine.connect() as conn:
+        position = log.position(conn)
+        head = position.head
+        if last_id is None:
+            # When this process's hub stands at the log's head, it holds the newest
+            # tick of each symbol: the snapshot needs no further query.
+            held = hub.snapshot(symbols)
+            if held is not None and held[0] == head:
+                latest = [e for e in held[1] if e.id > position.pruned_through]
             else:
-                cursor = last_id
+                latest = log.latest(conn, symbols, upto=head)
+            first, cursor = sse.opening("snapshot", head, latest), head
+        elif last_id > head or last_id < position.pruned_through:
+            reason = "ahead" if last_id > head else "expired"
+            first, cursor = _reset(conn, symbols, head, reason), head
+            streams.on_reset(reason)
+        else:
+            cursor = last_id
     at.cursor = at.sent_id = cursor  # the resume point the client holds
     at.head = head
 
@@ -205,22 +204,6 @@ def catch_up(
     else:
         yield from _replay(engine, hub, at, streams)
     at.quiet_since = time.monotonic()
-
-
-def _open_from_hub(hub: Hub, symbols: Sequence[str]) -> tuple[int, bytes] | None:
-    """Return a fresh open's snapshot from the hub alone, ``(head, message)``, once started.
-
-    The snapshot is the hub's, at the hub's head: what follows it reaches the
-    hub later, so nothing falls in between.  (A resume reads the log's head and
-    prune horizon first, one indexed query, so that a last id retention has
-    deleted is told ``expired`` as the contract says; its replay then comes
-    from the hub, which starts warm.)
-    """
-    snapshot = hub.snapshot(symbols)
-    if snapshot is None:
-        return None
-    head, latest = snapshot
-    return head, sse.opening("snapshot", head, latest)
 
 
 def _replay(engine: Engine, hub: Hub, at: Cursor, streams: Streams) -> Iterator[bytes]:
