@@ -9,9 +9,11 @@ instead.  Nothing is queued per stream, so a slow reader costs no memory: it
 just falls below ``floor`` and catches up from the log.
 
 Once the follower has started it, the hub also knows the newest event of each
-tracked symbol as of ``head``, so a new stream's snapshot needs no query; and
-it starts *warm*, holding the log's newest ``capacity`` events, so that the
-streams reconnecting after a restart or a deploy replay from memory too.
+tracked symbol as of ``head``, and the log's prune horizon as the follower
+last read it, so a new stream's snapshot needs no query; and it starts
+*warm*, holding the log's newest ``capacity`` events, so that the streams
+reconnecting after a restart or a deploy replay from memory with no query
+either.
 
 Pure: no Flask, no database.  ``threading`` primitives become greenlet-aware
 when gevent has patched them, so the same code serves threads and greenlets.
@@ -93,6 +95,18 @@ class Hub:
     def started(self) -> bool:
         """Tell whether the follower has started the hub (until then it holds nothing)."""
         return self._latest is not None
+
+    def window(self) -> tuple[int, int] | None:
+        """Return the resume points the hub can serve alone, ``(low, head)``, once started.
+
+        ``low`` is the floor, or the prune horizon as the follower last saw it
+        when that is higher: the log would tell a stream resuming below it
+        that it missed deleted events (``expired``).
+        """
+        with self._lock:
+            if self._latest is None:
+                return None
+            return max(self.floor, self.pruned_through), self.head
 
     def snapshot(self, symbols: Sequence[str]) -> tuple[int, list[Event]] | None:
         """Return the head and the newest event of each of ``symbols`` as of it, once started.
