@@ -283,8 +283,10 @@ def asked_at(producer: Producer, exchange: FakeExchange, clock: Clock, seconds: 
 
 def stop(app: Flask) -> None:
     """Stop what the app started and close its source and its connections."""
-    lifecycle.stop(app_state(app))
-    app_state(app).engine.dispose()
+    state = app_state(app)
+    lifecycle.stop(state)
+    state.engine.dispose()
+    state.stream_engine.dispose()
 
 
 @contextmanager

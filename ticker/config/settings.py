@@ -60,6 +60,7 @@ class Settings:
     lease_ttl: float = 5.0
     poll_interval: float = 0.05
     hub_capacity: int = 20000
+    stream_readers: int = 4  # connections per process for streams' reads of the log
     busy_retry: float = 20.0  # a busy answer's retry: this many seconds to twice as many
     prune_interval: float | None = None  # None: every minute, or age/10 for short ages
     rollup_interval: float = 1.0  # seconds between rollups of the log into candles
@@ -125,7 +126,13 @@ def load_settings(
         raw = get(name)
         if raw is not None:
             values[name.lower()] = float(parse_number(f"TICKER_{name}", raw, float, minimum))
-    ints = {"MAX_SYMBOLS": 1, "MAX_STREAMS": 1, "HUB_CAPACITY": 100, "SEED": 0}
+    ints = {
+        "MAX_SYMBOLS": 1,
+        "MAX_STREAMS": 1,
+        "HUB_CAPACITY": 100,
+        "STREAM_READERS": 1,
+        "SEED": 0,
+    }
     for name, minimum in ints.items():
         raw = get(name)
         if raw is not None:
