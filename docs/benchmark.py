@@ -16,10 +16,11 @@ named by the ``server`` column, and each figure is also given as a ratio to
 the ``ticker serve`` row of the same load.
 
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
-(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``machine``).  ``post`` is
+(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``storm``, ``machine``).  ``post`` is
 the appends alone, with and without sizes; ``candles`` builds a log of a
 million ticks, rolls it up and times ``/api/candles`` and ``/api/symbols``
-(``docs/benchmark_market.py``).
+(``docs/benchmark_market.py``); ``storm`` is a deploy's reconnect storm
+(``docs/benchmark_storm.py``).
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
 """
 
@@ -104,10 +105,11 @@ class Server:
         db_url: str = "",
         workers: int = 1,
         cpus: str | None = "0",
+        port: int | None = None,
         **config: Any,
     ):
         self.kind = kind
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
         env.update(
@@ -437,10 +439,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, smaller counts")
     parser.add_argument(
-        "--only", default="", help="comma-separated: fanout,rss,log,post,candles,machine"
+        "--only", default="", help="comma-separated: fanout,rss,log,post,candles,storm,machine"
     )
     args = parser.parse_args()
-    everything = {"fanout", "rss", "log", "post", "candles", "machine"}
+    everything = {"fanout", "rss", "log", "post", "candles", "storm", "machine"}
     only = set(filter(None, args.only.split(","))) or everything
     quick = args.quick
     with open("/proc/cpuinfo") as info:
@@ -487,6 +489,10 @@ def main() -> None:
             import benchmark_market  # docs/, beside this script
 
             benchmark_market.run(tmp, quick, sqlite_url, postgres_url, show)
+        if "storm" in only:
+            import benchmark_storm  # docs/, beside this script
+
+            benchmark_storm.run(tmp, quick, sqlite_url, postgres_url, Server, PY, TOKEN, show)
         if "machine" in only:
             n = 8000 if quick else 40000
             show("Whole machine", [whole_machine(tmp, n, workers=4, processes=4)])

@@ -126,6 +126,7 @@ def test_sigterm_ends_streams_between_messages_and_a_reconnect_loses_nothing(
         health = [old.get("/healthz")["streams"] for _ in range(6)]
         assert all(h["broadcaster"] for h in health), health
         assert any(h["parked"] for h in health), health
+        assert {h["worker_pid"] for h in health} <= set(old.worker_pids()), health
         signalled = time.monotonic()
         old.proc.send_signal(signal.SIGTERM)
         assert old.proc.wait(15) == 0
