@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ticker.events import Event
 from ticker.hub import Batch, Hub
 
@@ -88,6 +90,28 @@ def test_the_hub_never_holds_more_than_capacity_plus_a_quarter() -> None:
         assert len(held.messages) <= 125
         assert held.messages[-1] == msg(i)
         assert held.messages[0] == msg(hub.floor + 1)  # contiguous from the floor
+
+
+def test_the_hub_also_holds_the_last_span_up_to_five_times_capacity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("ticker.hub.time.monotonic", lambda: now[0])
+    hub = Hub(capacity=100, span=30)
+    for i in range(1, 1001):  # one event every 0.1 s for 100 s
+        hub.publish([item(i)])
+        now[0] += 0.1
+    held = hub.read(hub.floor, None, limit=10_000)
+    assert held is not None and held.messages[-1] == msg(1000)
+    # Events 701 on arrived in the last 30 s: all held, and at most a trim's
+    # chunk (a quarter of capacity) of older ones.
+    assert 300 <= len(held.messages) <= 325 and hub.floor <= 700
+    assert held.messages[0] == msg(hub.floor + 1)
+
+    hub = Hub(capacity=100, span=10**6)  # a span longer than the run: memory bounds it
+    for i in range(1, 2001):
+        hub.publish([item(i)])
+        assert hub.head - hub.floor <= 500
 
 
 def test_restart_forgets_everything_and_holds_events_from_the_position() -> None:

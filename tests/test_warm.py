@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event
 from tests.fakes import SYMBOLS, append, in_hub, in_log
 from ticker import log, sse
 from ticker.config import Retention
-from ticker.events import now_us
+from ticker.events import Tick, now_us
 from ticker.follower import Follower
 from ticker.hub import Hub
 from ticker.stream.cursor import Cursor, Subscription, catch_up
@@ -37,6 +37,23 @@ def test_a_new_hub_holds_the_newest_capacity_events_of_a_longer_log(engine: Engi
         assert hub.read(hub.floor - 1, None) is None  # older: the log answers
         with engine.connect() as conn:
             assert hub.snapshot(SYMBOLS) == (ids[-1], log.latest(conn, SYMBOLS))
+    finally:
+        follower.stop()
+
+
+def test_a_new_hub_holds_the_last_span_of_the_log_when_that_is_more_than_capacity(
+    engine: Engine,
+) -> None:
+    hour_ago = now_us() - 3600 * 1_000_000
+    old = log.append(engine, [Tick("AAPL", "1.5", hour_ago + i) for i in range(200)])
+    young = append(engine, 300)  # ticks of now: inside the span
+    hub = Hub(capacity=100, span=60)
+    follower = Follower(engine, hub, poll_interval=60.0, symbols=SYMBOLS)
+    follower.start()
+    try:
+        # All of the last minute (300 events, more than capacity), none older.
+        assert (hub.floor, hub.head) == (old[-1], young[-1])
+        assert in_hub(hub, hub.floor) == in_log(engine, after=old[-1])
     finally:
         follower.stop()
 

@@ -41,7 +41,7 @@ def build_state(settings: Settings) -> AppState:
     """Build every stateful part of an app from its settings; nothing starts yet."""
     engine = make_engine(settings.database_url)
     stream_engine = make_stream_engine(settings.database_url, settings.stream_readers)
-    hub = Hub(settings.hub_capacity)
+    hub = Hub(settings.hub_capacity, settings.hub_span)
     metrics = Metrics(engine)
     streams = MeteredStreams(settings.max_streams, metrics)
     max_block = write_timeout(settings.heartbeat)

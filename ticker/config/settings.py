@@ -60,6 +60,7 @@ class Settings:
     lease_ttl: float = 5.0
     poll_interval: float = 0.05
     hub_capacity: int = 20000
+    hub_span: float = 60.0  # seconds of events the hub holds when more than hub_capacity
     stream_readers: int = 4  # connections per process for streams' reads of the log
     busy_retry: float = 20.0  # a busy answer's retry: this many seconds to twice as many
     prune_interval: float | None = None  # None: every minute, or age/10 for short ages
@@ -121,6 +122,7 @@ def load_settings(
         "BUSY_RETRY": 0.1,
         "PRUNE_INTERVAL": 0.1,
         "ROLLUP_INTERVAL": 0.05,
+        "HUB_SPAN": 0.0,
     }
     for name, minimum in floats.items():
         raw = get(name)
