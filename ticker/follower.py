@@ -113,21 +113,22 @@ class Follower:
         hub = self.hub
         with self.engine.connect() as conn:
             seen = log.mark(conn, 0)
-            asked = hub.capacity
-            window = log.newest(conn, asked, upto=seen.head)
+            window = log.newest(conn, hub.capacity, upto=seen.head)
+            partial = len(window) == hub.capacity  # the log may hold older events
             young = now_us() - int(hub.span * 1_000_000)
-            if hub.span and len(window) == asked and window[0].ts >= young:
-                asked = hub.most  # the last span holds more than capacity: take it all
-                window = log.newest(conn, asked, upto=seen.head)
+            if hub.span and partial and window[0].ts >= young:
+                # The last span holds more than capacity: take it, up to ``most``.
+                window = log.newest(conn, hub.most, upto=seen.head)
+                partial = len(window) == hub.most
                 older = len(window) - hub.capacity
                 while older > 0 and window[older - 1].ts >= young:
                     older -= 1
                 if older > 0:
-                    window, asked = window[older:], 0  # what is left out is not held
+                    window, partial = window[older:], True
             pruned = log.pruned_through(conn)
             latest = log.latest(conn, self.symbols, upto=seen.head)
         floor = pruned
-        if window and len(window) >= asked:  # the log may hold older events: not these
+        if partial:
             floor = max(floor, window[0].id - 1)
         floor = min(floor, seen.head)
         held = [(e.id, e.symbol, e.ts, sse.tick(e)) for e in window if e.id > floor]
