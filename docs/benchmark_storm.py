@@ -163,7 +163,8 @@ async def post(port: int, body: bytes, token: str) -> tuple[int, float]:
 
 async def publish(port: int, token: str, stop: asyncio.Event, out: dict[str, Any]) -> None:
     """Post RATE ticks a second, each retried until it is answered; record how long each took."""
-    n, waits, refused_for = 0, [], 0.0
+    n, refused_for = 0, 0.0
+    waits: list[tuple[float, float]] = []  # how long each took, and when it was sent
     began = time.monotonic()
     while not stop.is_set():
         due = began + n / RATE
@@ -177,7 +178,7 @@ async def publish(port: int, token: str, stop: asyncio.Event, out: dict[str, Any
                 await asyncio.sleep(0.02)
                 continue
             if status == 201:
-                waits.append(took)
+                waits.append((took, time.monotonic() - took))
                 break
             await asyncio.sleep(0.02)
         n += 1
@@ -239,6 +240,7 @@ async def storm(args: dict[str, Any]) -> dict[str, Any]:
     backs = [c.back_at - c.cut_at for c in clients if c.back_at and c.cut_at]
     late = [c.back_at - (c.cut_at + c.cut_retry) for c in clients if c.back_at and c.cut_at]
     reconnects = [c.reconnect_s for c in clients if c.reconnect_s is not None]
+    longest = max(published["waits"], default=(0.0, signalled))
     return {
         "clients": clients,
         "report": {
@@ -251,8 +253,9 @@ async def storm(args: dict[str, Any]) -> dict[str, Any]:
             "old exits s": round(exited - signalled, 2),
             "no server s": round(max(0.0, up - exited), 2),
             "publishes": published["published"],
-            "longest POST s": round(max(published["waits"], default=0), 3),
-            "POST p99 s": _percentile(published["waits"], 0.99),
+            "longest POST s": round(longest[0], 3),
+            "at s": round(longest[1] - signalled, 1),  # when it was sent, after SIGTERM
+            "POST p99 s": _percentile([took for took, _ in published["waits"]], 0.99),
             "busy": sum(c.busy for c in clients),
         },
     }
