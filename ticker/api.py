@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Event, Tick, exact_price, exact_size, format_ts, now_us, parse_ts
+from ticker.events import Tick, exact_price, exact_size, format_ts, now_us, parse_ts
 from ticker.sources import Source
 from ticker.state import app_state
 
@@ -183,19 +183,14 @@ def publish() -> tuple[Response, int]:
     batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
     state = app_state()
     try:
-        before, ids = log.append_after(state.engine, batch)
+        ids = state.appends.append(batch)  # with the appends of other requests meanwhile
     except OperationalError as exc:  # nothing of the batch committed
         cause = str(exc.orig).strip() or type(exc.orig).__name__
         state.writes.failure(cause)
         state.metrics.append_failures.inc()
         logger.warning("append failed: %s", cause)
         raise RequestError(503, f"database unavailable, retry shortly: {cause}") from None
-    state.writes.success()
-    # Straight to this process's hub when nothing else committed in between;
-    # else (or as well, for the other processes) the follower reads the log.
-    events = [Event(i, t.symbol, t.price, t.ts, t.size) for i, t in zip(ids, batch, strict=True)]
-    if not state.follower.published(before, events):
-        state.follower.wake()
+    state.writes.success()  # committed, and handed to this process's hub (GroupCommit)
     logger.debug(
         "published",
         extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},

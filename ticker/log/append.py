@@ -25,12 +25,33 @@ def append_after(engine: Engine, batch: Sequence[Tick]) -> tuple[int, list[int]]
     hub without reading it back, when the hub stands at ``before``.
     """
     with writing(engine) as conn:
-        before = driver_rows(conn, "SELECT coalesce(max(id), 0) FROM ticks", ())[0][0]
-        return int(before), insert_ticks(conn, batch)
+        return newest_id(conn), insert_ticks(conn, batch)
+
+
+def newest_id(conn: Connection) -> int:
+    """Return the newest id in the table (0 when empty); under the lock, the id before an append."""
+    return int(driver_rows(conn, "SELECT coalesce(max(id), 0) FROM ticks", ())[0][0])
 
 
 def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
-    """Insert ``batch`` within the caller's write transaction; return the ids in order."""
+    """Insert ``batch`` within the caller's write transaction; return the ids in order.
+
+    On PostgreSQL it also sends ``NOTIFY ticker_log`` with the last id (delivered at commit).
+    """
+    ids = insert_rows(conn, batch)
+    if ids:
+        notify(conn, ids[-1])
+    return ids
+
+
+def notify(conn: Connection, last: int) -> None:
+    """Wake every process's follower at commit (PostgreSQL; a no-op on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(last)))
+
+
+def insert_rows(conn: Connection, batch: Sequence[Tick]) -> list[int]:
+    """Insert ``batch`` within the caller's write transaction, sending no notification."""
     if not batch:
         return []
     if conn.dialect.name != "postgresql":
@@ -53,9 +74,7 @@ def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
             [t.size for t in batch],
         ),
     )
-    ids = sorted(int(row[0]) for row in rows)
-    driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(ids[-1])))
-    return ids
+    return sorted(int(row[0]) for row in rows)
 
 
 _SQLITE_ROWS = 2000  # rows per statement: 8,000 parameters, under SQLite's 32,766
