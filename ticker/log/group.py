@@ -75,6 +75,11 @@ class GroupCommit:
         self._leading = False
 
     @property
+    def leading(self) -> bool:
+        """Tell whether a group is being written (or about to be)."""
+        return self._leading
+
+    @property
     def queued(self) -> int:
         """Return how many batches wait for the next group."""
         return len(self._queue)
