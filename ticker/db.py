@@ -68,6 +68,7 @@ CHECKPOINT_INTERVAL = 1.0
 WAL_LIMIT = 32 * 1024 * 1024
 RESTART_WAIT_MS = 1000
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+_checkpointers: weakref.WeakKeyDictionary[Engine, Checkpointer] = weakref.WeakKeyDictionary()
 
 
 def normalise_url(url: str) -> str:
@@ -95,7 +96,7 @@ def make_engine(url: str) -> Engine:
     database = engine.url.database
     checkpointer = None
     if database and database != ":memory:" and not database.startswith("file:"):
-        checkpointer = Checkpointer(Path(database), engine)
+        checkpointer = _checkpointers[engine] = Checkpointer(Path(database), engine)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -116,6 +117,11 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def checkpointer(engine: Engine) -> Checkpointer | None:
+    """Return the WAL checkpointer of a SQLite ``engine`` (None for PostgreSQL, memory)."""
+    return _checkpointers.get(engine)
 
 
 class Checkpointer:
