@@ -68,6 +68,7 @@ CHECKPOINT_INTERVAL = 1.0
 WAL_LIMIT = 32 * 1024 * 1024
 RESTART_WAIT_MS = 1000
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+IDLE_ROUNDS = 2  # checkpoints with nothing new before the thread ends
 _checkpointers: weakref.WeakKeyDictionary[Engine, Checkpointer] = weakref.WeakKeyDictionary()
 
 
@@ -129,8 +130,9 @@ class Checkpointer:
 
     sqlite3 releases the GIL while it checkpoints, and under gevent the thread
     is a real one (gevent's original ``start_new_thread``), so neither requests
-    nor greenlets wait for it.  It runs while the engine lives and the file is
-    there; a forked child starts its own at its first write.
+    nor greenlets wait for it.  It runs while the engine lives, the file is
+    there and writes come (``IDLE_ROUNDS`` rounds with nothing new end it); the
+    next write transaction, also a forked child's first, starts it again.
     """
 
     def __init__(self, path: Path, engine: Engine, interval: float = CHECKPOINT_INTERVAL) -> None:
@@ -159,7 +161,8 @@ class Checkpointer:
         wal = Path(f"{self.path}-wal")
         due = time.monotonic() + self.interval
         failed = ""  # the last failure logged: a full disk is said once, not every second
-        while self._pid == pid and self._engine() is not None:
+        seen, idle = -1, 0
+        while self._pid == pid and self._engine() is not None and idle < IDLE_ROUNDS:
             sleep(self.interval / 10)
             # A flood of writes grows the file past WAL_LIMIT within the second:
             # checkpoint at once then (a WAL that started over was cut back below it).
@@ -167,30 +170,37 @@ class Checkpointer:
                 continue
             due = time.monotonic() + self.interval
             try:
-                if not self.checkpoint():
-                    break
-                failed = ""
+                frames = self.checkpoint()
             except Exception as exc:  # a full disk, a file made read-only: try again
                 if str(exc) != failed:
                     logger.warning("WAL checkpoint of %s failed (%s); trying again", self.path, exc)
                 failed = str(exc)
+                continue
+            failed = ""
+            if frames is None:
+                break
+            # Nothing written since the last round, all of it copied: the thread
+            # ends, and the next write transaction starts another.
+            idle = idle + 1 if frames == seen >= 0 else 0
+            seen = frames
         if self._pid == pid:
-            self._pid = 0  # the next write starts one again
+            self._pid = 0
 
-    def checkpoint(self) -> bool:
+    def checkpoint(self) -> int | None:
         """Checkpoint the WAL once, without waiting unless it is past ``WAL_LIMIT``.
 
-        Returns False when the database file is gone (the thread then ends).
+        Returns the frames the WAL held, all copied unless another checkpoint
+        or a reader stood in the way, or None when the database file is gone.
         """
         if not self.path.exists():
-            return False
+            return None
         uri = f"file:{quote(str(self.path))}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=0")
             # A passive checkpoint copies the frames there were when it began; a
             # writer that appended meanwhile keeps the WAL from starting over.
-            _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if not self.restart_frames:
                 page = int(conn.execute("PRAGMA page_size").fetchone()[0])
                 self.restart_frames = WAL_LIMIT // page
@@ -199,7 +209,7 @@ class Checkpointer:
             self.checkpoints += 1
         finally:
             conn.close()
-        return True
+        return int(frames) if done == frames else -1
 
     def _restart(self, conn: sqlite3.Connection) -> None:
         """Checkpoint everything and let the next writer start the WAL over, waiting a little.
@@ -233,7 +243,7 @@ def _start_native_thread(target: Callable[[], None]) -> None:
 
         monkey.get_original("_thread", "start_new_thread")(target, ())
     else:
-        threading.Thread(target=target, name="ticker-checkpoint", daemon=True).start()
+        threading.Thread(target=target, name="sqlite-checkpoint", daemon=True).start()
 
 
 def _original_sleep() -> Callable[[float], None]:
