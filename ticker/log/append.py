@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from ticker.db import writing
+from ticker.db import WRITE_LOCK, take, writing
 from ticker.events import Tick
 from ticker.log.table import CHANNEL, driver_rows
 
@@ -61,20 +62,55 @@ def insert_rows(conn: Connection, batch: Sequence[Tick]) -> list[int]:
     # Rows are inserted in ORDER BY order, so the sequence hands out ids in the
     # batch's order, and the sorted ids line up with the batch.
     # Binary parameters (%b): text arrays would be quoted element by element.
-    rows = driver_rows(
-        conn,
-        "INSERT INTO ticks (symbol, price, ts, size)"
-        " SELECT symbol, price, ts, size"
-        " FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[])"
-        " WITH ORDINALITY AS batch(symbol, price, ts, size, n) ORDER BY n RETURNING id",
-        (
-            [t.symbol for t in batch],
-            [t.price for t in batch],
-            [t.ts for t in batch],
-            [t.size for t in batch],
-        ),
-    )
+    rows = driver_rows(conn, _PG_INSERT, _pg_columns(batch))
     return sorted(int(row[0]) for row in rows)
+
+
+_PG_INSERT = (
+    "INSERT INTO ticks (symbol, price, ts, size)"
+    " SELECT symbol, price, ts, size"
+    " FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[])"
+    " WITH ORDINALITY AS batch(symbol, price, ts, size, n) ORDER BY n RETURNING id"
+)
+
+
+def _pg_columns(batch: Sequence[Tick]) -> tuple[list[Any], ...]:
+    return (
+        [t.symbol for t in batch],
+        [t.price for t in batch],
+        [t.ts for t in batch],
+        [t.size for t in batch],
+    )
+
+
+def lock_and_insert(conn: Connection, batch: Sequence[Tick]) -> tuple[int, list[int]]:
+    """Take the writer's lock, then insert ``batch``; return the newest id before it and its ids.
+
+    ``conn`` is in a write transaction that has not taken the lock yet
+    (``writing(engine, lock=None)``).  On PostgreSQL the lock, the read of the
+    id before, the insert and the notification go to the server in one
+    pipeline: one round trip, executed in order, each statement after the lock
+    is held (so under READ COMMITTED the id before is read once every earlier
+    append is visible).
+    """
+    if not batch:
+        raise ValueError("nothing to insert")
+    if conn.dialect.name != "postgresql":
+        take(conn, WRITE_LOCK)
+        return newest_id(conn), insert_rows(conn, batch)
+    raw: Any = conn.connection.dbapi_connection
+    lock, before, insert, wake = (raw.cursor() for _ in range(4))
+    try:
+        with raw.pipeline():
+            lock.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            before.execute("SELECT coalesce(max(id), 0) FROM ticks")
+            insert.execute(_PG_INSERT, _pg_columns(batch))
+            # Under the lock, the newest row is this batch's last.
+            wake.execute("SELECT pg_notify(%s, (SELECT max(id) FROM ticks)::text)", (CHANNEL,))
+        return int(before.fetchone()[0]), sorted(int(row[0]) for row in insert.fetchall())
+    finally:
+        for cursor in (lock, before, insert, wake):
+            cursor.close()
 
 
 _SQLITE_ROWS = 2000  # rows per statement: 8,000 parameters, under SQLite's 32,766

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ticker.db import writing
 from ticker.events import Event, Tick
-from ticker.log.append import insert_rows, newest_id, notify
+from ticker.log.append import insert_rows, lock_and_insert, newest_id, notify
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +182,8 @@ class GroupCommit:
     def _together(self, group: list[_Waiter]) -> tuple[int, list[list[int] | BaseException]]:
         """Insert every batch of ``group`` in one statement, in one transaction."""
         rows = [tick for waiter in group for tick in waiter.batch]
-        with writing(self.engine) as conn:
-            before = newest_id(conn)
-            ids = insert_rows(conn, rows)
-            notify(conn, ids[-1])
+        with writing(self.engine, lock=None) as conn:
+            before, ids = lock_and_insert(conn, rows)
         results: list[list[int] | BaseException] = []
         start = 0
         for waiter in group:  # the ids line up with the rows, so with the batches in turn
