@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 MAX_BATCH = 10_000
+# Numbers as Decimal, so no float rounds a price; made once (json.loads with
+# these arguments builds a decoder for every body).
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
 
 
 @bp.get("/api/symbols")
@@ -169,7 +172,8 @@ def publish() -> tuple[Response, int]:
     settings = app_state().settings
     _check_token(settings)
     try:
-        body = json.loads(request.get_data(cache=False), parse_float=Decimal, parse_int=Decimal)
+        data = request.get_data(cache=False)
+        body = _JSON.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except RecursionError:
         raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
