@@ -2,8 +2,8 @@
 
 Invariant: a caller gets its ids only once the transaction that holds its
 batch has committed, and they are the ids of its batch, in its order.  Each
-group is one ``db.writing`` transaction, under the one writer's lock, so ids
-stay visible in commit order across processes and hosts, exactly as when
+group is one write transaction (as ``db.writing``) under the one writer's
+lock, so ids stay visible in commit order across processes and hosts, as when
 every append was its own transaction; a group only makes the transactions
 fewer.  A batch whose insert fails fails alone: the group is written again
 with a SAVEPOINT per batch, the failing batch rolled back to its savepoint and
@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ticker.db import writing
+from ticker.db import WRITE_LOCK, take
 from ticker.events import Event, Tick
 from ticker.log.append import insert_rows, lock_and_insert, newest_id, notify
 
@@ -73,6 +74,7 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Waiter] = []
         self._leading = False
+        self._conn: Connection | None = None  # the leaders' (one leads at a time)
 
     @property
     def leading(self) -> bool:
@@ -182,7 +184,7 @@ class GroupCommit:
     def _together(self, group: list[_Waiter]) -> tuple[int, list[list[int] | BaseException]]:
         """Insert every batch of ``group`` in one statement, in one transaction."""
         rows = [tick for waiter in group for tick in waiter.batch]
-        with writing(self.engine, lock=None) as conn:
+        with self._writing() as conn:
             before, ids = lock_and_insert(conn, rows)
         results: list[list[int] | BaseException] = []
         start = 0
@@ -196,7 +198,8 @@ class GroupCommit:
         """Insert each batch of ``group`` under a savepoint of its own, in one transaction."""
         results: list[list[int] | BaseException] = []
         last = 0
-        with writing(self.engine) as conn:
+        with self._writing() as conn:
+            take(conn, WRITE_LOCK)
             before = newest_id(conn)
             for waiter in group:
                 try:
@@ -212,6 +215,32 @@ class GroupCommit:
             if last:
                 notify(conn, last)
         return before, results
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """Open a write transaction, as ``db.writing(engine, lock=None)`` does, on one connection.
+
+        Leaders keep one connection between groups: no pool checkout, no ping
+        per group.  One whose transaction failed is closed (a lost connection
+        is discarded by the pool); the next group opens another.
+        """
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = self.engine.connect()
+            conn.execution_options(begin="IMMEDIATE")
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        """Give the leaders' connection back to the engine's pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     @staticmethod
     def _savepoint(conn: Connection, batch: Sequence[Tick]) -> list[int]:
