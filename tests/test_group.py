@@ -158,7 +158,9 @@ def test_batches_arriving_meanwhile_commit_in_one_transaction(db_url: str, engin
     assert callers[0].ids == [1, 2]
     later = sorted(callers[1:], key=lambda c: c.ids or [])
     assert [c.ids for c in later] == [[i, i + 1] for i in range(3, 17, 2)]
-    assert groups == [1, 7] and commits == [2]  # two transactions for eight batches
+    assert groups == [1, 7]  # two transactions for eight batches
+    if db_url.startswith("sqlite"):  # (PostgreSQL's commit goes in the driver's pipeline)
+        assert commits == [2]
     log = rows(engine)
     for caller in callers:
         assert [log[i] for i in caller.ids or []] == [

@@ -259,19 +259,17 @@ def _original_sleep() -> Callable[[float], None]:
 
 
 @contextmanager
-def writing(engine: Engine, lock: int | None = WRITE_LOCK) -> Iterator[Connection]:
+def writing(engine: Engine, lock: int = WRITE_LOCK) -> Iterator[Connection]:
     """Open a write transaction holding the writer's lock, and commit it on exit.
 
     On PostgreSQL ``lock`` picks the advisory lock: :data:`WRITE_LOCK` for the
-    log, :data:`CANDLE_LOCK` for a transaction that writes only the candles;
-    None: the caller takes it (``take``) before its first write.  SQLite has
-    one write lock for the whole file, taken at ``BEGIN``, whichever is asked for.
+    log, :data:`CANDLE_LOCK` for a transaction that writes only the candles.
+    SQLite has one write lock for the whole file whichever is asked for.
     """
     with engine.connect() as conn:
         conn.execution_options(begin="IMMEDIATE")
         with conn.begin():
-            if lock is not None:
-                take(conn, lock)
+            take(conn, lock)
             yield conn
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from ticker.db import WRITE_LOCK, take, writing
+from ticker.db import WRITE_LOCK, writing
 from ticker.events import Tick
 from ticker.log.table import CHANNEL, driver_rows
 
@@ -83,21 +84,22 @@ def _pg_columns(batch: Sequence[Tick]) -> tuple[list[Any], ...]:
     )
 
 
-def lock_and_insert(conn: Connection, batch: Sequence[Tick]) -> tuple[int, list[int]]:
-    """Take the writer's lock, then insert ``batch``; return the newest id before it and its ids.
+def lock_insert_commit(conn: Connection, batch: Sequence[Tick]) -> tuple[int, list[int]]:
+    """Take the writer's lock, insert ``batch`` and commit; return the id before it and its ids.
 
-    ``conn`` is in a write transaction that has not taken the lock yet
-    (``writing(engine, lock=None)``).  On PostgreSQL the lock, the read of the
-    id before, the insert and the notification go to the server in one
-    pipeline: one round trip, executed in order, each statement after the lock
+    ``conn`` has no transaction open.  SQLite: ``BEGIN IMMEDIATE`` (the lock),
+    the newest id, the insert, ``COMMIT``.  PostgreSQL: the lock, the newest
+    id, the insert, the notification and ``COMMIT`` go to the server in one
+    pipeline, one round trip, executed in order, each statement after the lock
     is held (so under READ COMMITTED the id before is read once every earlier
-    append is visible).
+    append is visible); on the driver's connection, as SQLAlchemy's
+    transaction would have sent them.
     """
     if not batch:
         raise ValueError("nothing to insert")
     if conn.dialect.name != "postgresql":
-        take(conn, WRITE_LOCK)
-        return newest_id(conn), insert_rows(conn, batch)
+        with conn.begin():
+            return newest_id(conn), insert_rows(conn, batch)
     raw: Any = conn.connection.dbapi_connection
     lock, before, insert, wake = (raw.cursor() for _ in range(4))
     try:
@@ -107,7 +109,12 @@ def lock_and_insert(conn: Connection, batch: Sequence[Tick]) -> tuple[int, list[
             insert.execute(_PG_INSERT, _pg_columns(batch))
             # Under the lock, the newest row is this batch's last.
             wake.execute("SELECT pg_notify(%s, (SELECT max(id) FROM ticks)::text)", (CHANNEL,))
+            raw.commit()
         return int(before.fetchone()[0]), sorted(int(row[0]) for row in insert.fetchall())
+    except BaseException:
+        with suppress(Exception):  # the error that failed it is the one to raise
+            raw.rollback()
+        raise
     finally:
         for cursor in (lock, before, insert, wake):
             cursor.close()

@@ -26,14 +26,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ticker.db import WRITE_LOCK, take
 from ticker.events import Event, Tick
-from ticker.log.append import insert_rows, lock_and_insert, newest_id, notify
+from ticker.log.append import insert_rows, lock_insert_commit, newest_id, notify
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ class GroupCommit:
     def _together(self, group: list[_Waiter]) -> tuple[int, list[list[int] | BaseException]]:
         """Insert every batch of ``group`` in one statement, in one transaction."""
         rows = [tick for waiter in group for tick in waiter.batch]
-        with self._writing() as conn:
-            before, ids = lock_and_insert(conn, rows)
+        with self._connection() as conn:
+            before, ids = lock_insert_commit(conn, rows)
         results: list[list[int] | BaseException] = []
         start = 0
         for waiter in group:  # the ids line up with the rows, so with the batches in turn
@@ -198,7 +198,7 @@ class GroupCommit:
         """Insert each batch of ``group`` under a savepoint of its own, in one transaction."""
         results: list[list[int] | BaseException] = []
         last = 0
-        with self._writing() as conn:
+        with self._connection() as conn, conn.begin():
             take(conn, WRITE_LOCK)
             before = newest_id(conn)
             for waiter in group:
@@ -217,23 +217,24 @@ class GroupCommit:
         return before, results
 
     @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """Open a write transaction, as ``db.writing(engine, lock=None)`` does, on one connection.
+    def _connection(self) -> Iterator[Connection]:
+        """Lend the leaders' connection (one leads at a time), with no transaction open.
 
         Leaders keep one connection between groups: no pool checkout, no ping
-        per group.  One whose transaction failed is closed (a lost connection
-        is discarded by the pool); the next group opens another.
+        per group.  One that failed is discarded; the next group opens another.
+        On SQLite a write transaction on it begins with ``BEGIN IMMEDIATE``.
         """
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._conn = self.engine.connect()
             conn.execution_options(begin="IMMEDIATE")
         try:
-            with conn.begin():
-                yield conn
+            yield conn
         except BaseException:
             self._conn = None
-            conn.close()
+            with suppress(Exception):
+                conn.invalidate()  # whatever state it was left in, it is not reused
+                conn.close()
             raise
 
     def close(self) -> None:
