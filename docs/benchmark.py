@@ -16,8 +16,11 @@ named by the ``server`` column, and each figure is also given as a ratio to
 the ``ticker serve`` row of the same load.
 
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
-(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``storm``, ``machine``).  ``post`` is
-the appends alone, with and without sizes; ``candles`` builds a log of a
+(``fanout``, ``rss``, ``log``, ``post``, ``posts``, ``candles``, ``storm``,
+``machine``).  ``post`` is the appends alone, with and without sizes; ``posts`` is single-tick POSTs
+over 32 keep-alive connections (``docs/benchmark_posts.py``, an asyncio client
+on core 1) to the reference's no-log POST and to ticker on SQLite and on
+PostgreSQL, in the same run, with ratios to the reference; ``candles`` builds a log of a
 million ticks, rolls it up and times ``/api/candles`` and ``/api/symbols``
 (``docs/benchmark_market.py``); ``storm`` is a deploy's reconnect storm
 (``docs/benchmark_storm.py``).
@@ -56,6 +59,7 @@ def free_port() -> int:
 
 
 SERVE, PLAIN, REFERENCE = "ticker serve", "gunicorn wsgi:app", "reference"
+SECTIONS = ("fanout", "rss", "log", "post", "posts", "candles", "storm", "machine")  # --only
 KINDS = (SERVE, PLAIN, REFERENCE)  # the order in which each load runs against them
 
 
@@ -162,6 +166,13 @@ class Server:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / os.sysconf("SC_CLK_TCK")
+
+    def runqueue_seconds(self) -> float:
+        """Time the worker processes spent runnable but waiting for their core (other load)."""
+        total = 0
+        for pid in self.workers():
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+        return total / 1e9
 
     def rss_kib(self) -> int:
         total = 0
@@ -355,6 +366,56 @@ def post_and_replay(
     }
 
 
+def single_posts(kind: str, db_url: str, duration: float, connections: int = 32) -> dict[str, Any]:
+    """Single-tick POSTs, closed loop over keep-alive connections: requests/s and latency."""
+    server = Server(kind, db_url, symbols="BTC-USD")
+    try:
+        cpu, waited = server.cpu_seconds(), server.runqueue_seconds()
+        started = time.monotonic()
+        client = [PY, str(ROOT / "docs" / "benchmark_posts.py"), str(server.port)]
+        client += ["--token", TOKEN, "--connections", str(connections)]
+        client += ["--warmup", "3", "--duration", str(duration)]
+        out = subprocess.run(
+            ["taskset", "-c", "1", *client], capture_output=True, text=True, timeout=duration + 60
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"posts client failed: {out.stderr[-2000:]}")
+        spent = time.monotonic() - started
+        server_cpu = (server.cpu_seconds() - cpu) / spent
+        server_waited = (server.runqueue_seconds() - waited) / spent
+        report: dict[str, Any] = json.loads(out.stdout)
+        grouped = None
+        if kind != REFERENCE:
+            with urllib.request.urlopen(server.base + "/metrics", timeout=10) as answer:
+                text = answer.read().decode()
+            found = {
+                line.split()[0]: float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("ticker_log_append_")
+            }
+            groups = found.get("ticker_log_append_groups_total")
+            if groups:
+                grouped = round(found["ticker_log_append_batches_total"] / groups, 1)
+    finally:
+        server.stop()
+    database = db_url.split(":", 1)[0].split("+")[0] if db_url else "none"
+    return {
+        "server": kind,
+        "log": database,
+        "connections": connections,
+        "requests/s": report["requests/s"],
+        "p50 ms": report["p50 ms"],
+        "p99 ms": report["p99 ms"],
+        "max ms": report["max ms"],
+        "errors": report["errors"],
+        "batches/transaction": grouped,
+        "server CPU %": round(server_cpu * 100),
+        # Runnable but not running: core 0 was busy with something else (noise).
+        "server waited for core %": round(server_waited * 100),
+        "client CPU %": report["client CPU %"],
+    }
+
+
 def whole_machine(tmp: Path, streams: int, workers: int, processes: int) -> dict[str, Any]:
     """Many concurrent streams on the whole machine: several workers, several source addresses."""
     server = Server(SERVE, sqlite_url(tmp, "many"), workers=workers, cpus=None,
@@ -438,11 +499,9 @@ def show(title: str, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, smaller counts")
-    parser.add_argument(
-        "--only", default="", help="comma-separated: fanout,rss,log,post,candles,storm,machine"
-    )
+    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(SECTIONS))
     args = parser.parse_args()
-    everything = {"fanout", "rss", "log", "post", "candles", "storm", "machine"}
+    everything = set(SECTIONS)
     only = set(filter(None, args.only.split(","))) or everything
     quick = args.quick
     with open("/proc/cpuinfo") as info:
@@ -485,6 +544,22 @@ def main() -> None:
                 if pg:
                     rows.append(post_and_replay(pg, total, sized, replay=False, **config))
             show("Appends alone (1 worker on core 0)", rows)
+        if "posts" in only:
+            duration = 10 if quick else 20
+            rows = [single_posts(REFERENCE, "", duration)]
+            rows.append(single_posts(SERVE, sqlite_url(tmp, "posts"), duration))
+            pg = postgres_url("ticker_bench")
+            if pg:
+                rows.append(single_posts(SERVE, pg, duration))
+            base = rows[0]
+            for row in rows:
+                for figure in ("requests/s", "p99 ms"):
+                    mine, ref = row[figure], base[figure]
+                    row[f"{figure} ÷ reference"] = round(mine / ref, 2) if mine and ref else None
+            show(
+                "Single-tick POSTs, 32 keep-alive connections (1 worker, core 0; client, core 1)",
+                rows,
+            )
         if "candles" in only:
             import benchmark_market  # docs/, beside this script
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from ticker import candles, lease, lifecycle, log, market, params
 from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
 from ticker.errors import RequestError, error_response
-from ticker.events import Event, Tick, exact_price, exact_size, format_ts, now_us, parse_ts
+from ticker.events import Tick, exact_price, exact_size, format_ts, now_us, parse_ts
 from ticker.sources import Source
 from ticker.state import app_state
 
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 MAX_BATCH = 10_000
+# Numbers as Decimal, so no float rounds a price; made once (json.loads with
+# these arguments builds a decoder for every body).
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
 
 
 @bp.get("/api/symbols")
@@ -170,7 +173,8 @@ def publish() -> tuple[Response, int]:
     settings = app_state().settings
     _check_token(settings)
     try:
-        body = json.loads(request.get_data(cache=False), parse_float=Decimal, parse_int=Decimal)
+        data = request.get_data(cache=False)
+        body = _JSON.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except RecursionError:
         raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
@@ -184,24 +188,21 @@ def publish() -> tuple[Response, int]:
     batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
     state = app_state()
     try:
-        before, ids = log.append_after(state.engine, batch)
+        ids = state.appends.append(batch)  # with the appends of other requests meanwhile
     except OperationalError as exc:  # nothing of the batch committed
         cause = str(exc.orig).strip() or type(exc.orig).__name__
         state.writes.failure(cause)
         state.metrics.append_failures.inc()
         logger.warning("append failed: %s", cause)
         raise RequestError(503, f"database unavailable, retry shortly: {cause}") from None
-    state.writes.success()
-    # Straight to this process's hub when nothing else committed in between;
-    # else (or as well, for the other processes) the follower reads the log.
-    events = [Event(i, t.symbol, t.price, t.ts, t.size) for i, t in zip(ids, batch, strict=True)]
-    if not state.follower.published(before, events):
-        state.follower.wake()
+    state.writes.success()  # committed, and handed to this process's hub (GroupCommit)
     logger.debug(
         "published",
         extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},
     )
-    return jsonify({"ids": ids}), 201
+    # As jsonify would write it, for a third of its cost.
+    body = '{"ids":[' + ",".join(map(str, ids)) + "]}\n"
+    return Response(body, mimetype="application/json"), 201
 
 
 def _iso_s(seconds: float | None) -> str | None:

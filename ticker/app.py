@@ -14,8 +14,10 @@ from ticker.candles.recent import RecentEvents
 from ticker.config import INSTANCE, Settings, app_settings
 from ticker.db import make_engine, make_stream_engine
 from ticker.errors import RequestError, error_response
+from ticker.events import Event
 from ticker.follower import Follower
 from ticker.hub import PULSES_PER_HEARTBEAT, Hub
+from ticker.log.group import GroupCommit
 from ticker.metrics import MeteredProducer, MeteredStreams, Metrics
 from ticker.state import KEY, AppState
 from ticker.stream import Broadcaster, taking_over, write_timeout
@@ -55,12 +57,20 @@ def build_state(settings: Settings) -> AppState:
         on_pulse=lambda: streams.on_pulse(max_block),
         recent=recent,
     )
+
+    def hand_over(before: int, events: list[Event]) -> None:
+        # Straight to this process's hub when nothing else committed in between;
+        # else (or as well, for the other processes) the follower reads the log.
+        if not follower.published(before, events):
+            follower.wake()
+
     return AppState(
         settings=settings,
         engine=engine,
         stream_engine=stream_engine,
         hub=hub,
         follower=follower,
+        appends=GroupCommit(engine, on_commit=hand_over, on_group=metrics.on_append_group),
         streams=streams,
         producer=MeteredProducer(
             engine, settings, on_append=follower.wake, recent=recent, metrics=metrics

@@ -23,8 +23,10 @@ page the follower read meanwhile skips what was handed over.  Other appends
 made in this process wake the follower at once.  Appends by other
 processes are found on SQLite by polling every ``poll_interval`` seconds (one
 cheap indexed query per process, however many clients are connected), and on
-PostgreSQL by ``LISTEN ticker_log`` on one dedicated connection per process.
-Notifications only wake the follower; what it publishes always comes from the
+PostgreSQL by ``LISTEN ticker_log`` on one dedicated connection per process
+(woken by notifications alone, of ids it has passed already, as this
+process's own appends handed over are, it reads nothing).  Notifications only
+wake the follower; what it publishes always comes from the
 log.  A lost notification or listening connection therefore loses nothing:
 the follower still polls once a second, and every time the listener
 (re)connects it wakes the follower to catch up.
@@ -75,6 +77,8 @@ class Follower:
         # The newest row seen in the log, (id, ts): still there as it was, or the log moved back.
         self.newest: tuple[int, int | None] = (0, None)
         self._wake = threading.Event()
+        self._asked = False  # wake() was called, not only a notification came
+        self._notified = 0  # the newest id a notification named
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._publishing = threading.Lock()  # position and the hub move together
@@ -138,6 +142,15 @@ class Follower:
 
     def wake(self) -> None:
         """Look at the log now instead of at the next poll."""
+        self._asked = True
+        self._wake.set()
+
+    def _notice(self, payload: str) -> None:
+        """Wake for a notification of the newest id committed (``payload``)."""
+        try:
+            self._notified = max(self._notified, int(payload))
+        except ValueError:
+            self._asked = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -245,6 +258,7 @@ class Follower:
     def _run(self) -> None:
         backoff = self.poll_interval
         next_pulse = time.monotonic() + self.pulse_interval
+        idle = False  # woken only by notifications of what it has published already
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_pulse:  # idle streams wake up to send their keepalives
@@ -252,14 +266,16 @@ class Follower:
                 self.hub.pulse()
                 self.on_pulse()
             try:
-                if self.poll() == PAGE:
+                if not idle and self.poll() == PAGE:
                     continue
                 backoff = self.poll_interval
             except Exception:
                 logger.exception("follower could not read the log; retrying in %.1fs", backoff)
                 backoff = min(backoff * 2 + 0.1, 5.0)
-            self._wake.wait(min(backoff, max(0.0, next_pulse - time.monotonic())))
+            woken = self._wake.wait(min(backoff, max(0.0, next_pulse - time.monotonic())))
             self._wake.clear()
+            idle = woken and not self._asked and self._notified <= self.position
+            self._asked = False
 
     def _listen(self) -> None:
         import psycopg
@@ -274,8 +290,8 @@ class Follower:
                     self.wake()  # whatever committed while we were not listening
                     backoff = 0.5
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.wake()
+                        for notice in conn.notifies(timeout=1.0):
+                            self._notice(notice.payload)
             except psycopg.Error as exc:
                 logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 self._stop.wait(backoff)

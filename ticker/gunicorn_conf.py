@@ -55,6 +55,7 @@ accesslog = None
 control_socket_disable = True  # several instances may run side by side
 # gunicorn's own lines in our one-line format (TICKER_LOG_LEVEL, TICKER_LOG_FORMAT).
 logconfig_dict = logsetup.logging_config(load_log_settings())
+logger_class = "ticker.logsetup.GunicornLogger"  # no access atoms built unless logged
 
 TEMP_PREFIX = "ticker-metrics-"
 logger = logging.getLogger("ticker.gunicorn")

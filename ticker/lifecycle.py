@@ -96,5 +96,6 @@ def stop(state: AppState) -> None:
     if scheduler is not None:
         scheduler.shutdown(wait=True)
     state.follower.stop()
+    state.appends.close()
     state.producer.release()
     state.streams.flush()  # counts since the last pulse

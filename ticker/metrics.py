@@ -115,6 +115,16 @@ class Metrics:
             "Appends through the API that failed (a full disk, a read-only database, a lock).",
             registry=own,
         )
+        self.append_groups = Counter(
+            "ticker_log_append_groups",
+            "Transactions that committed appends through the API (one per group commit).",
+            registry=own,
+        )
+        self.append_batches = Counter(
+            "ticker_log_append_batches",
+            "Batches appended through the API; divided by the groups, batches per transaction.",
+            registry=own,
+        )
         self.source = SourceMetrics(own)
         for reason in RESET_REASONS:  # show zeros, so rates and alerts have a series
             self.resets.labels(reason)
@@ -129,6 +139,11 @@ class Metrics:
             self.registry.register(own)
         self.registry.register(LogCollector(engine))
         self.registry.register(SourceAgeCollector(self.source, shared))
+
+    def on_append_group(self, batches: int) -> None:
+        """Count a group commit of ``batches`` batches."""
+        self.append_groups.inc()
+        self.append_batches.inc(batches)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Return the exposition for an ``Accept`` header, and its content type."""

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from ticker.config import Settings
 from ticker.follower import Follower
 from ticker.hub import Hub
+from ticker.log.group import GroupCommit
 from ticker.metrics import MeteredProducer, MeteredStreams, Metrics
 from ticker.stream import Broadcaster
 
@@ -62,6 +63,7 @@ class AppState:
     stream_engine: Engine  # the streams' reads of the log only: a pool of its own
     hub: Hub
     follower: Follower
+    appends: GroupCommit  # the API's appends, committed in groups
     streams: MeteredStreams
     producer: MeteredProducer
     broadcaster: Broadcaster

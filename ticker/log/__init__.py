@@ -18,6 +18,8 @@ above it.
 
 - :mod:`~ticker.log.table`: the tables, ``position`` and the named counters.
 - :mod:`~ticker.log.append`: ``append`` and ``insert_ticks``.
+- :mod:`~ticker.log.group`: ``GroupCommit``, the API's appends coalesced into
+  one transaction per group.
 - :mod:`~ticker.log.read`: ``read_after``, ``read_before``, ``latest``, ``newest``.
 - :mod:`~ticker.log.prune`: retention.
 - :mod:`~ticker.log.cursors`: streamed sources' cursors, written with their ticks.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from ticker.log.append import append, append_after, insert_ticks
 from ticker.log.cursors import SourceCursor, read_cursors, write_cursors
+from ticker.log.group import GroupCommit
 from ticker.log.prune import prune
 from ticker.log.read import latest, latest_any, newest, read_after, read_before
 from ticker.log.table import (
@@ -51,6 +54,7 @@ __all__ = [
     "CHANNEL",
     "ROLLED_UP",
     "EventRow",
+    "GroupCommit",
     "LogState",
     "Mark",
     "Position",

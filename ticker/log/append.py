@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from ticker.db import writing
+from ticker.db import WRITE_LOCK, writing
 from ticker.events import Tick
 from ticker.log.table import CHANNEL, driver_rows
 
@@ -25,12 +27,33 @@ def append_after(engine: Engine, batch: Sequence[Tick]) -> tuple[int, list[int]]
     hub without reading it back, when the hub stands at ``before``.
     """
     with writing(engine) as conn:
-        before = driver_rows(conn, "SELECT coalesce(max(id), 0) FROM ticks", ())[0][0]
-        return int(before), insert_ticks(conn, batch)
+        return newest_id(conn), insert_ticks(conn, batch)
+
+
+def newest_id(conn: Connection) -> int:
+    """Return the newest id in the table (0 when empty); under the lock, the id before an append."""
+    return int(driver_rows(conn, "SELECT coalesce(max(id), 0) FROM ticks", ())[0][0])
 
 
 def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
-    """Insert ``batch`` within the caller's write transaction; return the ids in order."""
+    """Insert ``batch`` within the caller's write transaction; return the ids in order.
+
+    On PostgreSQL it also sends ``NOTIFY ticker_log`` with the last id (delivered at commit).
+    """
+    ids = insert_rows(conn, batch)
+    if ids:
+        notify(conn, ids[-1])
+    return ids
+
+
+def notify(conn: Connection, last: int) -> None:
+    """Wake every process's follower at commit (PostgreSQL; a no-op on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(last)))
+
+
+def insert_rows(conn: Connection, batch: Sequence[Tick]) -> list[int]:
+    """Insert ``batch`` within the caller's write transaction, sending no notification."""
     if not batch:
         return []
     if conn.dialect.name != "postgresql":
@@ -40,22 +63,61 @@ def insert_ticks(conn: Connection, batch: Sequence[Tick]) -> list[int]:
     # Rows are inserted in ORDER BY order, so the sequence hands out ids in the
     # batch's order, and the sorted ids line up with the batch.
     # Binary parameters (%b): text arrays would be quoted element by element.
-    rows = driver_rows(
-        conn,
-        "INSERT INTO ticks (symbol, price, ts, size)"
-        " SELECT symbol, price, ts, size"
-        " FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[])"
-        " WITH ORDINALITY AS batch(symbol, price, ts, size, n) ORDER BY n RETURNING id",
-        (
-            [t.symbol for t in batch],
-            [t.price for t in batch],
-            [t.ts for t in batch],
-            [t.size for t in batch],
-        ),
+    rows = driver_rows(conn, _PG_INSERT, _pg_columns(batch))
+    return sorted(int(row[0]) for row in rows)
+
+
+_PG_INSERT = (
+    "INSERT INTO ticks (symbol, price, ts, size)"
+    " SELECT symbol, price, ts, size"
+    " FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[])"
+    " WITH ORDINALITY AS batch(symbol, price, ts, size, n) ORDER BY n RETURNING id"
+)
+
+
+def _pg_columns(batch: Sequence[Tick]) -> tuple[list[Any], ...]:
+    return (
+        [t.symbol for t in batch],
+        [t.price for t in batch],
+        [t.ts for t in batch],
+        [t.size for t in batch],
     )
-    ids = sorted(int(row[0]) for row in rows)
-    driver_rows(conn, "SELECT pg_notify(?, ?)", (CHANNEL, str(ids[-1])))
-    return ids
+
+
+def lock_insert_commit(conn: Connection, batch: Sequence[Tick]) -> tuple[int, list[int]]:
+    """Take the writer's lock, insert ``batch`` and commit; return the id before it and its ids.
+
+    ``conn`` has no transaction open.  SQLite: ``BEGIN IMMEDIATE`` (the lock),
+    the newest id, the insert, ``COMMIT``.  PostgreSQL: the lock, the newest
+    id, the insert, the notification and ``COMMIT`` go to the server in one
+    pipeline, one round trip, executed in order, each statement after the lock
+    is held (so under READ COMMITTED the id before is read once every earlier
+    append is visible); on the driver's connection, as SQLAlchemy's
+    transaction would have sent them.
+    """
+    if not batch:
+        raise ValueError("nothing to insert")
+    if conn.dialect.name != "postgresql":
+        with conn.begin():
+            return newest_id(conn), insert_rows(conn, batch)
+    raw: Any = conn.connection.dbapi_connection
+    lock, before, insert, wake = (raw.cursor() for _ in range(4))
+    try:
+        with raw.pipeline():
+            lock.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            before.execute("SELECT coalesce(max(id), 0) FROM ticks")
+            insert.execute(_PG_INSERT, _pg_columns(batch))
+            # Under the lock, the newest row is this batch's last.
+            wake.execute("SELECT pg_notify(%s, (SELECT max(id) FROM ticks)::text)", (CHANNEL,))
+            raw.commit()
+        return int(before.fetchone()[0]), sorted(int(row[0]) for row in insert.fetchall())
+    except BaseException:
+        with suppress(Exception):  # the error that failed it is the one to raise
+            raw.rollback()
+        raise
+    finally:
+        for cursor in (lock, before, insert, wake):
+            cursor.close()
 
 
 _SQLITE_ROWS = 2000  # rows per statement: 8,000 parameters, under SQLite's 32,766
