@@ -16,10 +16,13 @@ named by the ``server`` column, and each figure is also given as a ratio to
 the ``ticker serve`` row of the same load.
 
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
-(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``machine``).  ``post`` is
-the appends alone, with and without sizes; ``candles`` builds a log of a
-million ticks, rolls it up and times ``/api/candles`` and ``/api/symbols``
-(``docs/benchmark_market.py``).
+(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``watchlists``,
+``machine``).  ``post`` is the appends alone, with and without sizes;
+``candles`` builds a log of a million ticks, rolls it up and times
+``/api/candles`` and ``/api/symbols`` (``docs/benchmark_market.py``);
+``watchlists`` is 1,000 to 5,000 streams each with its own random 10 of 500
+symbols against as many all watching the same 10, 1,000 ticks/s posted in
+batches of 20 (``docs/benchmark_watchlists.py``).
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
 """
 
@@ -437,10 +440,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, smaller counts")
     parser.add_argument(
-        "--only", default="", help="comma-separated: fanout,rss,log,post,candles,machine"
+        "--only",
+        default="",
+        help="comma-separated: fanout,rss,log,post,candles,watchlists,machine",
     )
     args = parser.parse_args()
-    everything = {"fanout", "rss", "log", "post", "candles", "machine"}
+    everything = {"fanout", "rss", "log", "post", "candles", "watchlists", "machine"}
     only = set(filter(None, args.only.split(","))) or everything
     quick = args.quick
     with open("/proc/cpuinfo") as info:
@@ -487,6 +492,15 @@ def main() -> None:
             import benchmark_market  # docs/, beside this script
 
             benchmark_market.run(tmp, quick, sqlite_url, postgres_url, show)
+        if "watchlists" in only:
+            import benchmark_watchlists as lists  # docs/, beside this script
+
+            def tracking_500(name: str) -> Server:
+                return Server(
+                    SERVE, sqlite_url(tmp, name), symbols=",".join(lists.SYMBOLS), max_streams=20000
+                )
+
+            lists.run(tmp, quick, tracking_500, loadtest, show)
         if "machine" in only:
             n = 8000 if quick else 40000
             show("Whole machine", [whole_machine(tmp, n, workers=4, processes=4)])
