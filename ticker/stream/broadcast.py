@@ -218,12 +218,19 @@ class Broadcaster:
             groups.position = self.hub.head
             return
         now = time.monotonic()
-        cursor = span.cursor
-        for delivery in groups.route(span):
-            group = delivery.group
-            payload = b"".join(delivery.messages)
-            if group.chunked:
-                payload = chunk(payload)
+        cursor, ids, ts, messages = span.cursor, span.ids, span.ts, span.messages
+        # Each event framed once per round; a group's payload is its events' frames,
+        # one chunk each, so a group with one event sends bytes already built.
+        framed = [chunk(m) for m in messages]
+        ticks_by_last: dict[int, int] = {}  # newest event of a write → ticks in such writes
+        writes_by_last: dict[int, int] = {}  # … and how many such writes
+        for group, hits in groups.route(span).items():
+            frames = framed if group.chunked else messages
+            if isinstance(hits, int):
+                payload, last, count = frames[hits], hits, 1
+            else:
+                payload, last, count = b"".join([frames[i] for i in hits]), hits[-1], len(hits)
+            last_id = ids[last]
             sent = 0
             for listener in list(group.members):
                 listener.cursor = cursor  # before the send: a failed round hands it back here
@@ -232,15 +239,17 @@ class Broadcaster:
                 except OSError:
                     self._end(listener, "client gone")
                     continue
-                listener.sent_id = delivery.last_id
+                listener.sent_id = last_id
                 listener.quiet_since = now
                 if took < len(payload):  # a slow reader: the rest, then the hub or log, alone
                     self._hand_back(listener, payload[took:])
                 else:
                     sent += 1
             if sent:
-                count = len(delivery.messages) * sent
-                self.streams.on_sent(count, delivery.last_ts, False, writes=sent)
+                ticks_by_last[last] = ticks_by_last.get(last, 0) + count * sent
+                writes_by_last[last] = writes_by_last.get(last, 0) + sent
+        for last, writes in writes_by_last.items():  # per event, not per stream
+            self.streams.on_sent(ticks_by_last[last], ts[last], False, writes=writes)
         groups.position = cursor  # every stream still grouped is served up to here
 
     def _keep_alive(self, now: float) -> None:

@@ -29,7 +29,6 @@ Pure: no gevent, no sockets; the broadcaster does the sending.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from ticker.hub import Span
@@ -54,16 +53,6 @@ class Group(Generic[M]):
         self.wanted = wanted
         self.chunked = chunked
         self.members: set[M] = set()
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery(Generic[M]):
-    """What one round gives one group: its events of the span, in id order."""
-
-    group: Group[M]
-    messages: list[bytes]
-    last_id: int
-    last_ts: int
 
 
 class Groups(Generic[M]):
@@ -138,9 +127,16 @@ class Groups(Generic[M]):
         above = [m.cursor for m in self.joining if m.cursor > self.position]
         return min(above) if above else None
 
-    def route(self, span: Span) -> list[Delivery[M]]:
-        """Give each group the events of ``span`` it wants, in id order; skip the others."""
-        found: dict[Group[M], list[int]] = {}
+    def route(self, span: Span) -> dict[Group[M], int | list[int]]:
+        """Give each group that wants any event of ``span`` the indexes of those, in id order.
+
+        Groups that want none are left out: a round costs what it delivers.  A
+        group with one event (most of them, with many watchlists) gets its
+        index as an int: a list for each would be thousands of containers alive
+        through the round, enough to set off the garbage collector's full
+        collections, which stall every stream.
+        """
+        found: dict[Group[M], int | list[int]] = {}
         by_symbol = self._by_symbol
         for i, symbol in enumerate(span.symbols):
             wanting = by_symbol.get(symbol)
@@ -149,14 +145,12 @@ class Groups(Generic[M]):
             for group in wanting:
                 hits = found.get(group)
                 if hits is None:
-                    found[group] = [i]
+                    found[group] = i
+                elif isinstance(hits, int):
+                    found[group] = [hits, i]
                 else:
                     hits.append(i)
-        messages, ids, ts = span.messages, span.ids, span.ts
-        return [
-            Delivery(group, [messages[i] for i in hits], ids[hits[-1]], ts[hits[-1]])
-            for group, hits in found.items()
-        ]
+        return found
 
     def _group(self, member: M, chunked: bool) -> None:
         key = (member.wanted, chunked)
