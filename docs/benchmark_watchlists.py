@@ -10,11 +10,15 @@ random watchlist (``--watchlists random``) or all the same 10
 consecutive symbols carries as many of them as of a random watchlist: the
 same deliveries in both cases).  Figures per N: server CPU µs per delivered
 event, p99 latency, publishes planned and made, lost/dup/reordered (plus
-ticks of other symbols), and random ÷ shared.
+ticks of other symbols), and random ÷ shared; and how busy the server and
+the load client (with its publisher process) were in the window, in % of one
+core, to tell a saturated server from a saturated client or a busy machine.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,15 +27,50 @@ SYMBOLS = [f"S{n:03d}" for n in range(500)]
 RATE, BATCH, PER_CLIENT = 1000, 20, 10
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def load_cpu_seconds() -> float:
+    """CPU time of the running ``ticker loadtest`` (and its publisher process), if any."""
+    total = 0.0
+    for pid in _children(os.getpid()):
+        try:
+            if b"loadtest" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            total += _cpu_seconds(pid) + sum(_cpu_seconds(c) for c in _children(pid))
+        except OSError:
+            continue
+    return total
+
+
 def measure(
     server: Any, loadtest: Callable[..., dict[str, Any]], kind: str, clients: int, duration: float
 ) -> dict[str, Any]:
     """One load against a fresh server: ``clients`` streams with ``kind`` watchlists."""
-    cpu: dict[str, float] = {}
+    cpu: dict[str, tuple[float, float, float]] = {}  # phase → server, load client, clock
+
+    def window(phase: str) -> None:
+        cpu[phase] = (server.cpu_seconds(), load_cpu_seconds(), time.monotonic())
+
     try:
         report = loadtest(
             server,
-            on_window=lambda phase: cpu.__setitem__(phase, server.cpu_seconds()),
+            on_window=window,
             clients=clients,
             symbols=",".join(SYMBOLS),
             per_client=PER_CLIENT,
@@ -43,7 +82,11 @@ def measure(
         )
     finally:
         server.stop()
-    spent = cpu["measure-end"] - cpu["measure-start"]
+    (server_a, load_a, clock_a), (server_b, load_b, clock_b) = (
+        cpu["measure-start"],
+        cpu["measure-end"],
+    )
+    spent, seconds = server_b - server_a, clock_b - clock_a
     events = report["events_received"]
     return {
         "streams": clients,
@@ -54,6 +97,8 @@ def measure(
         "p50 ms": report["latency_ms"]["p50"],
         "p99 ms": report["latency_ms"]["p99"],
         "publishes made/planned": f"{report['publishes_made']}/{report['publishes_planned']}",
+        "server CPU %": round(100 * spent / seconds),
+        "load client CPU %": round(100 * (load_b - load_a) / seconds),
         "lost/dup/reordered/other": "/".join(
             str(report[k]) for k in ("lost", "duplicated", "reordered", "unexpected")
         ),

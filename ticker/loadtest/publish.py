@@ -1,13 +1,20 @@
-"""The publishing side: ticks at a fixed rate through ``POST /api/ticks``, stamped when sent."""
+"""The publishing side: ticks at a fixed rate through ``POST /api/ticks``, stamped when sent.
+
+It runs in a process of its own (:class:`Publisher`): in the streams' event
+loop, a load client busy reading would delay the publishes, and the report
+would blame the server for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from ticker.events import format_ts
 
@@ -26,6 +33,55 @@ class Published:
     planned: int = 0
     made: int = 0
     ticks_planned: int = 0
+
+
+class Publisher:
+    """The publisher in a process of its own, started ahead and told when to begin."""
+
+    def __init__(
+        self, host: str, port: int, token: str, symbols: Sequence[str], rate: float, batch: int
+    ) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a running event loop
+        self._conn, theirs = context.Pipe()
+        args = (theirs, host, port, token, list(symbols), rate, batch)
+        self._process = context.Process(target=_publish_alone, args=args, daemon=True)
+        self._process.start()
+        self._conn.recv()  # ready: its start-up stays out of the measured window
+
+    def start(self, duration: float) -> None:
+        """Start publishing for ``duration`` seconds from now."""
+        self._conn.send(duration)
+
+    async def result(self, timeout: float) -> Published:
+        """Wait for what it published (the last publish's answer included)."""
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(None, self._conn.poll, timeout)
+        published: Published = self._conn.recv() if done else Published(errors=1)
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+        return published
+
+
+def _publish_alone(
+    conn: Connection,
+    host: str,
+    port: int,
+    token: str,
+    symbols: list[str],
+    rate: float,
+    batch: int,
+) -> None:
+    conn.send("ready")
+    duration = conn.recv()
+    published = Published()
+    try:
+        until = time.monotonic() + duration
+        asyncio.run(publish(host, port, token, symbols, rate, published, until, batch))
+    except OSError:
+        published.errors += 1
+    finally:
+        conn.send(published)
 
 
 async def publish(

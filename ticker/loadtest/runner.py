@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ticker.loadtest.publish import Published, publish
+from ticker.loadtest.publish import Published, Publisher
 from ticker.loadtest.receive import Received, Stamp, stream_client
 from ticker.loadtest.report import make_report
 
@@ -62,6 +62,11 @@ async def run(
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    publisher = None
+    if rate > 0:
+        if not token:
+            raise ValueError("publishing needs a token (--token or TICKER_PUBLISH_TOKEN)")
+        publisher = Publisher(host, port, token, symbols, rate, batch)
     stamp, stop, connected = Stamp(), asyncio.Event(), [0]
     population = [Received(w) for w in watchlists(kind, clients, symbols, per_client, seed)]
     tasks = []
@@ -81,24 +86,15 @@ async def run(
     connect_seconds = time.monotonic() - opened_at
 
     published = Published()
-    publisher = None
     if on_phase:
         on_phase("measure-start")
     measure_from = time.monotonic()
-    if rate > 0:
-        if not token:
-            raise ValueError("publishing needs a token (--token or TICKER_PUBLISH_TOKEN)")
-        publisher = asyncio.ensure_future(
-            publish(
-                host, port, token, list(symbols), rate, published, measure_from + duration, batch
-            )
-        )
+    if publisher is not None:
+        publisher.start(duration)
     received_before = sum(len(c.ids) for c in population)
     await asyncio.sleep(duration)
     if publisher is not None:  # the publish in flight at the end gets its answer
-        await asyncio.wait([publisher], timeout=10)
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+        published = await publisher.result(timeout=15)
     elapsed = time.monotonic() - measure_from
     received = sum(len(c.ids) for c in population) - received_before
     if on_phase:
