@@ -32,6 +32,7 @@ from ticker.stream import (  # noqa: E402
     Slot,
     Streams,
     Subscription,
+    broadcast,
     write_timeout,
 )
 
@@ -189,7 +190,16 @@ def case_a_parked_stream_gets_every_publish_once(path: str) -> None:
 
 
 def case_streams_with_their_own_watchlists_each_get_exactly_their_symbols(path: str) -> None:
-    w = world(path, slots=60)
+    own_watchlists(world(path, slots=60))
+
+
+def case_rounds_that_pause_after_every_group_still_send_each_event_once(path: str) -> None:
+    broadcast.ROUND_SLICE = 0.0  # streams open, park and get handed back mid-round
+    own_watchlists(world(path, slots=60))
+
+
+def own_watchlists(w: World) -> None:
+    """40 streams, each its own random watchlist, opened while ticks are published."""
     symbols = [f"S{n}" for n in range(8)]
     pick = random.Random(15)
     publishing = True

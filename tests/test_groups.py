@@ -6,6 +6,7 @@ given.  A round here does what ``Broadcaster._deliver`` does, without sockets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -85,8 +86,12 @@ class World:
             assert stream.cursor == true, "the cursor written back is where it stands"
             self.alone(stream)
 
-    def round(self) -> None:
-        """One broadcast round, as ``Broadcaster._deliver`` makes it."""
+    def round(self, meanwhile: Sequence[frozenset[str]] = (), publish: Sequence[str] = ()) -> None:
+        """One broadcast round, as ``Broadcaster._deliver`` makes it.
+
+        ``meanwhile``: streams that open while the round pauses after its first
+        group, once ``publish`` has been published (other greenlets run then).
+        """
         groups = self.groups
         for stream in groups.admit():
             self.alone(stream)
@@ -96,10 +101,18 @@ class World:
                 self.hand_back(stream)
             groups.position = self.hub.head
             return
+        groups.routing = True
+        paused = False
         for group, messages in routed(groups, span).items():
             for stream in list(group.members):
                 stream.cursor = span.cursor
                 stream.got += [int(m) for m in messages]
+            if not paused:
+                paused = True
+                self.publish(list(publish), 0)
+                for wanted in meanwhile:
+                    self.open(wanted, 0)
+        groups.routing = False
         groups.position = span.cursor
 
     def true_cursor(self, stream: Stream) -> int:
@@ -150,6 +163,11 @@ operations = st.lists(
         ),
         st.tuples(st.just("open"), watchlists, st.integers(0, 40)),
         st.tuples(st.just("round")),
+        st.tuples(
+            st.just("round, paused"),
+            st.lists(watchlists, max_size=3),
+            st.lists(st.sampled_from(ALPHABET), max_size=4),
+        ),
         st.tuples(st.just("hand back"), st.integers(0, 50)),
         st.tuples(st.just("keepalive"), st.integers(0, 50)),
     ),
@@ -170,6 +188,8 @@ def test_every_parked_stream_gets_exactly_its_events_after_its_cursor_in_order(
             w.open(op[1], op[2])
         elif op[0] == "round":
             w.round()
+        elif op[0] == "round, paused":
+            w.round(op[1], op[2])
         elif w.streams:
             stream = w.streams[op[1] % len(w.streams)]
             if op[0] == "hand back":

@@ -53,6 +53,7 @@ from ticker.stream.takeover import ClientSocket, chunk
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 1.0  # seconds the streams being written get to take the shutdown notice
+ROUND_SLICE = 0.005  # seconds a round writes before it lets the other greenlets run
 
 
 class Listener(Cursor):
@@ -207,7 +208,10 @@ class Broadcaster:
         """Send each group what the hub holds for it after ``position``; move ``position`` on.
 
         One span of the hub, routed by symbol: only the streams of groups that
-        get something are touched.
+        get something are touched.  Every ``ROUND_SLICE`` of writing, between
+        two groups, the round lets the other greenlets run (appends, the
+        follower, streams opening), so none waits behind a long round; a stream
+        that parks meanwhile joins, and a close meanwhile ends the round.
         """
         groups = self.groups
         for listener in groups.admit():  # parked at a position already passed: alone
@@ -217,37 +221,46 @@ class Broadcaster:
             self._hand_back_all()
             groups.position = self.hub.head
             return
-        now = time.monotonic()
+        now = sliced = time.monotonic()
         cursor, ids, ts, messages = span.cursor, span.ids, span.ts, span.messages
         # Each event framed once per round; a group's payload is its events' frames,
         # one chunk each, so a group with one event sends bytes already built.
         framed = [chunk(m) for m in messages]
         ticks_by_last: dict[int, int] = {}  # newest event of a write → ticks in such writes
         writes_by_last: dict[int, int] = {}  # … and how many such writes
-        for group, hits in groups.route(span).items():
-            frames = framed if group.chunked else messages
-            if isinstance(hits, int):
-                payload, last, count = frames[hits], hits, 1
-            else:
-                payload, last, count = b"".join([frames[i] for i in hits]), hits[-1], len(hits)
-            last_id = ids[last]
-            sent = 0
-            for listener in list(group.members):
-                listener.cursor = cursor  # before the send: a failed round hands it back here
-                try:
-                    took = listener.client.send_now(payload)
-                except OSError:
-                    self._end(listener, "client gone")
-                    continue
-                listener.sent_id = last_id
-                listener.quiet_since = now
-                if took < len(payload):  # a slow reader: the rest, then the hub or log, alone
-                    self._hand_back(listener, payload[took:])
+        groups.routing = True
+        try:
+            for group, hits in groups.route(span).items():
+                frames = framed if group.chunked else messages
+                if isinstance(hits, int):
+                    payload, last, count = frames[hits], hits, 1
                 else:
-                    sent += 1
-            if sent:
-                ticks_by_last[last] = ticks_by_last.get(last, 0) + count * sent
-                writes_by_last[last] = writes_by_last.get(last, 0) + sent
+                    payload, last, count = b"".join([frames[i] for i in hits]), hits[-1], len(hits)
+                last_id = ids[last]
+                sent = 0
+                for listener in list(group.members):  # as it is now, after any pause
+                    listener.cursor = cursor  # before the send: a failed round hands it back here
+                    try:
+                        took = listener.client.send_now(payload)
+                    except OSError:
+                        self._end(listener, "client gone")
+                        continue
+                    listener.sent_id = last_id
+                    listener.quiet_since = now
+                    if took < len(payload):  # a slow reader: the rest, then the hub or log, alone
+                        self._hand_back(listener, payload[took:])
+                    else:
+                        sent += 1
+                if sent:
+                    ticks_by_last[last] = ticks_by_last.get(last, 0) + count * sent
+                    writes_by_last[last] = writes_by_last.get(last, 0) + sent
+                if time.monotonic() - sliced >= ROUND_SLICE:
+                    gevent.sleep(0)
+                    sliced = time.monotonic()
+                    if self.closed:  # close() handed every stream back meanwhile
+                        break
+        finally:
+            groups.routing = False
         for last, writes in writes_by_last.items():  # per event, not per stream
             self.streams.on_sent(ticks_by_last[last], ts[last], False, writes=writes)
         groups.position = cursor  # every stream still grouped is served up to here

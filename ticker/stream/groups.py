@@ -19,10 +19,12 @@ start: nothing is sent twice or skipped either way.
 
 A stream parked at another cursor than ``position`` (it caught up with a hub
 head that the broadcaster has not reached yet) waits in ``joining`` with its
-own cursor.  No span reaches past the lowest joining cursor above
-``position`` (:meth:`Groups.next_stop`), so the round that starts there admits
-it (:meth:`Groups.admit`); one below ``position`` (the broadcaster's position is
-from an earlier epoch) is handed back to catch up alone.
+own cursor, and so does every stream that parks while a round is being sent
+(the broadcaster lets other greenlets run between groups).  No span reaches
+past the lowest joining cursor above ``position`` (:meth:`Groups.next_stop`),
+so the round that starts there admits it (:meth:`Groups.admit`); one below
+``position`` (the broadcaster's position is from an earlier epoch) is handed
+back to catch up alone.
 
 Pure: no gevent, no sockets; the broadcaster does the sending.
 """
@@ -61,6 +63,7 @@ class Groups(Generic[M]):
     def __init__(self, position: int = 0) -> None:
         self.position = position
         self.joining: dict[M, bool] = {}  # a stream waiting for position → its framing
+        self.routing = False  # a round is being sent: a stream that parks meanwhile joins
         self._groups: dict[tuple[frozenset[str], bool], Group[M]] = {}
         self._by_symbol: dict[str, set[Group[M]]] = {}
         self._where: dict[M, Group[M]] = {}
@@ -77,8 +80,12 @@ class Groups(Generic[M]):
         return list(self._groups.values())
 
     def park(self, member: M, chunked: bool) -> None:
-        """Park a caught-up stream: in its group when its cursor is ``position``, else joining."""
-        if member.cursor != self.position:
+        """Park a caught-up stream: in its group when its cursor is ``position``, else joining.
+
+        While a round is being sent (``routing``), every stream that parks joins:
+        the round's groups are already chosen, and ``position`` is about to move.
+        """
+        if self.routing or member.cursor != self.position:
             self.joining[member] = chunked
             return
         self._group(member, chunked)
