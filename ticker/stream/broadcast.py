@@ -18,7 +18,10 @@ span ``position < id <= end`` whole, sets the cursor of each stream it sends
 to ``end`` before the send, and only then moves ``position`` to ``end``; the
 true cursor is written back whenever a stream leaves.  A stream that parks
 at a hub head the broadcaster has not reached yet waits in ``joining``, and no
-span reads past it, so the round that starts at its cursor admits it.  A
+span reads past it, so the round that starts at its cursor admits it.  A long
+round pauses between two groups every ``ROUND_SLICE`` so that appends and the
+follower never wait behind it; a stream that parks during the pause joins too
+(the round's groups are chosen, and ``position`` is about to move).  A
 stream the broadcaster cannot serve whole (its socket took part of the write,
 its cursor is below ``position``, or the hub no longer holds ``position``) is
 *handed back*: it leaves the group with the exact bytes the socket did not
