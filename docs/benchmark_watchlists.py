@@ -97,6 +97,7 @@ def measure(
         "p50 ms": report["latency_ms"]["p50"],
         "p99 ms": report["latency_ms"]["p99"],
         "publishes made/planned": f"{report['publishes_made']}/{report['publishes_planned']}",
+        "POST p99 ms": report["publish_answer_ms"]["p99"],
         "server CPU %": round(100 * spent / seconds),
         "load client CPU %": round(100 * (load_b - load_a) / seconds),
         "lost/dup/reordered/other": "/".join(

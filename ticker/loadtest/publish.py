@@ -33,6 +33,7 @@ class Published:
     planned: int = 0
     made: int = 0
     ticks_planned: int = 0
+    answered_in: list[float] = field(default_factory=list)  # seconds, each POST to its answer
 
 
 class Publisher:
@@ -150,6 +151,7 @@ async def _post(
 ) -> bool:
     """Send one ``POST``; record the ids it got; tell whether it was appended."""
     body = json.dumps(ticks).encode()
+    sent_at = time.monotonic()
     writer.write(
         f"POST /api/ticks HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -161,6 +163,7 @@ async def _post(
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":")[1])
     answer = await reader.readexactly(length)
+    published.answered_in.append(time.monotonic() - sent_at)
     if b" 201 " not in status:
         published.errors += 1
         return False

@@ -51,6 +51,7 @@ def make_report(
         lost += len(owed - taken)
         unexpected += sum(1 for i in taken - owed if i in published.ids)
     latencies = sorted(x for c in population for x in c.latencies)
+    answered = sorted(published.answered_in)
     errors = [c.error for c in population if c.error]
     return {
         "clients": len(population),
@@ -75,6 +76,14 @@ def make_report(
                 ("max", latencies[-1] if latencies else None),
             )
         },
+        "publish_answer_ms": {
+            name: None if v is None else round(v * 1000, 2)
+            for name, v in (
+                ("p50", _percentile(answered, 0.50)),
+                ("p99", _percentile(answered, 0.99)),
+                ("max", answered[-1] if answered else None),
+            )
+        },
         "lost": lost,
         "duplicated": duplicated,
         "reordered": reordered,
@@ -90,6 +99,13 @@ def render(report: dict[str, Any]) -> str:
         ("time to connect all", f"{report['connect_seconds']} s"),
         ("ticks published (errors)", f"{report['published']} ({report['publish_errors']})"),
         ("publishes made / planned", f"{report['publishes_made']} / {report['publishes_planned']}"),
+        (
+            "POST answered in p50 / p99",
+            " / ".join(
+                "-" if v is None else f"{v} ms"
+                for v in (report["publish_answer_ms"]["p50"], report["publish_answer_ms"]["p99"])
+            ),
+        ),
         ("events delivered", f"{report['events_received']}"),
         ("events/s delivered", f"{report['events_per_second']}"),
         *((f"latency {k}", "-" if v is None else f"{v} ms") for k, v in latency.items()),
