@@ -5,8 +5,9 @@ one sleeping in a greenlet of its own and waking to copy the same bytes, the
 broadcaster *parks* it (``groups``): it keeps the stream's cursor and socket,
 and on each publish reads the hub's span after its ``position`` once, routes
 each event by symbol to the groups of streams that want it (same symbols,
-same framing: the bytes are joined and framed once per group), and makes one
-non-blocking ``send`` per client of those groups.  A round costs what it
+same framing: each event is framed once per round, and a group's bytes are
+joined once for all its streams), and makes one non-blocking ``send`` per
+client of those groups.  A round costs what it
 delivers; a parked stream that gets nothing is not touched, and costs a few
 hundred bytes and no greenlet.
 
