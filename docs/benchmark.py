@@ -16,10 +16,11 @@ named by the ``server`` column, and each figure is also given as a ratio to
 the ``ticker serve`` row of the same load.
 
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
-(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``watchlists``,
-``machine``).  ``post`` is the appends alone, with and without sizes;
-``candles`` builds a log of a million ticks, rolls it up and times
-``/api/candles`` and ``/api/symbols`` (``docs/benchmark_market.py``);
+(``fanout``, ``rss``, ``log``, ``post``, ``candles``, ``storm``,
+``watchlists``, ``machine``).  ``post`` is the appends alone, with and
+without sizes; ``candles`` builds a log of a million ticks, rolls it up and
+times ``/api/candles`` and ``/api/symbols`` (``docs/benchmark_market.py``);
+``storm`` is a deploy's reconnect storm (``docs/benchmark_storm.py``);
 ``watchlists`` is 1,000 to 5,000 streams each with its own random 10 of 500
 symbols against as many all watching the same 10, 1,000 ticks/s posted in
 batches of 20 (``docs/benchmark_watchlists.py``).
@@ -107,10 +108,11 @@ class Server:
         db_url: str = "",
         workers: int = 1,
         cpus: str | None = "0",
+        port: int | None = None,
         **config: Any,
     ):
         self.kind = kind
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKER_")}
         env.update(
@@ -442,10 +444,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated: fanout,rss,log,post,candles,watchlists,machine",
+        help="comma-separated: fanout,rss,log,post,candles,storm,watchlists,machine",
     )
     args = parser.parse_args()
-    everything = {"fanout", "rss", "log", "post", "candles", "watchlists", "machine"}
+    everything = {"fanout", "rss", "log", "post", "candles", "storm", "watchlists", "machine"}
     only = set(filter(None, args.only.split(","))) or everything
     quick = args.quick
     with open("/proc/cpuinfo") as info:
@@ -492,6 +494,10 @@ def main() -> None:
             import benchmark_market  # docs/, beside this script
 
             benchmark_market.run(tmp, quick, sqlite_url, postgres_url, show)
+        if "storm" in only:
+            import benchmark_storm  # docs/, beside this script
+
+            benchmark_storm.run(tmp, quick, sqlite_url, postgres_url, Server, PY, TOKEN, show)
         if "watchlists" in only:
             import benchmark_watchlists as lists  # docs/, beside this script
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment, an app on its own SQLite file, real servers.
+"""Shared fixtures: a clean environment, apps, a migrated engine and followers, servers.
 
 Helpers that tests import live in ``fakes`` and ``servers``; nothing imports this file.
 """
@@ -6,20 +6,25 @@ Helpers that tests import live in ``fakes`` and ``servers``; nothing imports thi
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from tests import servers
 from tests.browser import chromium
-from tests.fakes import TOKEN, Clock, FakeExchange
+from tests.fakes import SYMBOLS, TOKEN, Clock, FakeExchange, eventually, started_since
 from tests.pages import Browser
 from tests.servers import Server
 from ticker import create_app, lifecycle
 from ticker.cli import upgrade
+from ticker.db import make_engine
+from ticker.follower import Follower
+from ticker.hub import Hub
 from ticker.state import app_state
 
 
@@ -67,6 +72,34 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on the test's database, migrated and empty."""
+    upgrade(create_app({"database_url": db_url}))
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def follow(engine: Engine) -> Iterator[Callable[..., tuple[Follower, Hub]]]:
+    """Build started followers on the test's log, each with its own hub; stop them after."""
+    made: list[Follower] = []
+
+    def build(**options: Any) -> tuple[Follower, Hub]:
+        hub = Hub()
+        follower = Follower(engine, hub, **{"poll_interval": 0.05, "symbols": SYMBOLS, **options})
+        made.append(follower)
+        follower.start()
+        return follower, hub
+
+    others = set(threading.enumerate())
+    yield build
+    for follower in made:
+        follower.stop()
+    eventually(lambda: not started_since(others), "the followers' threads ended", 5)
 
 
 @pytest.fixture

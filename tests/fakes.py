@@ -24,12 +24,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from tests.sse_client import Message
 from ticker import lifecycle, log
 from ticker.db import make_engine
 from ticker.events import Tick, now_us
+from ticker.hub import Hub
 from ticker.producer import Producer
 from ticker.state import app_state
 
@@ -282,8 +283,10 @@ def asked_at(producer: Producer, exchange: FakeExchange, clock: Clock, seconds: 
 
 def stop(app: Flask) -> None:
     """Stop what the app started and close its source and its connections."""
-    lifecycle.stop(app_state(app))
-    app_state(app).engine.dispose()
+    state = app_state(app)
+    lifecycle.stop(state)
+    state.engine.dispose()
+    state.stream_engine.dispose()
 
 
 @contextmanager
@@ -358,3 +361,36 @@ def rewind_log(db_url: str, to_id: int) -> None:
                 )
     finally:
         engine.dispose()
+
+
+def started_since(others: set[threading.Thread]) -> list[threading.Thread]:
+    """Return the follower threads (the reader, the LISTEN one) alive now but not in ``others``."""
+    return [t for t in threading.enumerate() if t.name.startswith("ticker-") and t not in others]
+
+
+def append(engine: Engine, n: int = 1, symbol: str | None = None) -> list[int]:
+    """Append ``n`` ticks in one transaction, as some producer would; return their ids."""
+    ticks = [Tick(symbol or SYMBOLS[i % 3], f"{i + 1}.25", now_us()) for i in range(n)]
+    return log.append(engine, ticks)
+
+
+def in_log(engine: Engine, after: int = 0) -> list[tuple[int, str, str]]:
+    """Return ``(id, symbol, price)`` of the log's events after ``after``, by id."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, symbol, price FROM ticks WHERE id > :a ORDER BY id"), {"a": after}
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def in_hub(hub: Hub, after: int) -> list[tuple[int, str, str]]:
+    """Return ``(id, symbol, price)`` of what the hub holds after ``after``, as streams read it."""
+    batch = hub.read(after, None, limit=1_000_000)
+    assert batch is not None, f"the hub no longer holds {after}"
+    found = []
+    for message in batch.messages:
+        lines = dict(line.split(": ", 1) for line in message.decode().strip().split("\n"))
+        data = json.loads(lines["data"])
+        assert int(lines["id"]) == data["id"] and lines["event"] == "tick", message
+        found.append((data["id"], data["symbol"], data["price"]))
+    return found

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.fakes import SQLITE_ONLY, SYMBOLS, captured, eventually
-from ticker import create_app, log
-from ticker.cli import upgrade
+from tests.fakes import (
+    SQLITE_ONLY,
+    SYMBOLS,
+    append,
+    captured,
+    eventually,
+    in_hub,
+    in_log,
+    started_since,
+)
+from ticker import log
 from ticker.config import Retention
 from ticker.db import make_engine
 from ticker.events import Event, Tick, now_us
@@ -25,67 +31,6 @@ from ticker.follower import Follower
 from ticker.hub import Hub
 
 QUIET = 60.0  # a poll or pulse interval that never comes within a test
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    """An engine on the test's database, migrated and empty."""
-    upgrade(create_app({"database_url": db_url}))
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def follow(engine: Engine) -> Iterator[Callable[..., tuple[Follower, Hub]]]:
-    """Build started followers on the test's log, each with its own hub; stop them after."""
-    made: list[Follower] = []
-
-    def build(**options: Any) -> tuple[Follower, Hub]:
-        hub = Hub()
-        follower = Follower(engine, hub, **{"poll_interval": 0.05, "symbols": SYMBOLS, **options})
-        made.append(follower)
-        follower.start()
-        return follower, hub
-
-    others = set(threading.enumerate())
-    yield build
-    for follower in made:
-        follower.stop()
-    eventually(lambda: not started_since(others), "the followers' threads ended", 5)
-
-
-def started_since(others: set[threading.Thread]) -> list[threading.Thread]:
-    """Return the follower threads (the reader, the LISTEN one) alive now but not in ``others``."""
-    return [t for t in threading.enumerate() if t.name.startswith("ticker-") and t not in others]
-
-
-def append(engine: Engine, n: int = 1, symbol: str | None = None) -> list[int]:
-    """Append ``n`` ticks in one transaction, as some producer would; return their ids."""
-    ticks = [Tick(symbol or SYMBOLS[i % 3], f"{i + 1}.25", now_us()) for i in range(n)]
-    return log.append(engine, ticks)
-
-
-def in_log(engine: Engine, after: int = 0) -> list[tuple[int, str, str]]:
-    """Return ``(id, symbol, price)`` of the log's events after ``after``, by id."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, symbol, price FROM ticks WHERE id > :a ORDER BY id"), {"a": after}
-        )
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
-
-
-def in_hub(hub: Hub, after: int) -> list[tuple[int, str, str]]:
-    """Return ``(id, symbol, price)`` of what the hub holds after ``after``, as streams read it."""
-    batch = hub.read(after, None, limit=1_000_000)
-    assert batch is not None, f"the hub no longer holds {after}"
-    found = []
-    for message in batch.messages:
-        lines = dict(line.split(": ", 1) for line in message.decode().strip().split("\n"))
-        data = json.loads(lines["data"])
-        assert int(lines["id"]) == data["id"] and lines["event"] == "tick", message
-        found.append((data["id"], data["symbol"], data["price"]))
-    return found
 
 
 def test_every_committed_event_reaches_the_hub_once_and_in_id_order(

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ticker.hub import Hub, Span
+from ticker.hub import Hub, Stretch
 from ticker.stream.groups import Group, Groups
 
 ALPHABET = ("A", "B", "C", "D", "E", "F")
@@ -29,11 +29,11 @@ class Stream:
         self.got: list[int] = []
 
 
-def routed(groups: Groups[Stream], span: Span) -> dict[Group[Stream], list[bytes]]:
-    """Return each routed group's messages of ``span``, in the order routed."""
+def routed(groups: Groups[Stream], stretch: Stretch) -> dict[Group[Stream], list[bytes]]:
+    """Return each routed group's messages of ``stretch``, in the order routed."""
     return {
-        group: [span.messages[i] for i in ([hits] if isinstance(hits, int) else hits)]
-        for group, hits in groups.route(span).items()
+        group: [stretch.messages[i] for i in ([hits] if isinstance(hits, int) else hits)]
+        for group, hits in groups.route(stretch).items()
     }
 
 
@@ -95,17 +95,17 @@ class World:
         groups = self.groups
         for stream in groups.admit():
             self.alone(stream)
-        span = self.hub.span(groups.position, self.limit, groups.next_stop())
-        if span is None:
+        stretch = self.hub.stretch(groups.position, self.limit, groups.next_stop())
+        if stretch is None:
             for stream in groups.members():
                 self.hand_back(stream)
             groups.position = self.hub.head
             return
         groups.routing = True
         paused = False
-        for group, messages in routed(groups, span).items():
+        for group, messages in routed(groups, stretch).items():
             for stream in list(group.members):
-                stream.cursor = span.cursor
+                stream.cursor = stretch.cursor
                 stream.got += [int(m) for m in messages]
             if not paused:
                 paused = True
@@ -113,7 +113,7 @@ class World:
                 for wanted in meanwhile:
                     self.open(wanted, 0)
         groups.routing = False
-        groups.position = span.cursor
+        groups.position = stretch.cursor
 
     def true_cursor(self, stream: Stream) -> int:
         if stream in self.groups.joining:
@@ -138,22 +138,22 @@ def test_route_gives_each_group_exactly_its_symbols_after_position(
     streams = [Stream(w, position) for w in wanted]
     for stream in streams:
         groups.park(stream, chunked=False)
-    span = hub.span(position, limit)
-    assert span is not None
-    by_wanted = {group.wanted: (group, got) for group, got in routed(groups, span).items()}
-    assert len(by_wanted) == len(groups.route(span)), "one delivery per group"
+    stretch = hub.stretch(position, limit)
+    assert stretch is not None
+    by_wanted = {group.wanted: (group, got) for group, got in routed(groups, stretch).items()}
+    assert len(by_wanted) == len(groups.route(stretch)), "one delivery per group"
     for stream in streams:
         brute = [
             i + 1
             for i, s in enumerate(events)
-            if s in stream.wanted and position < i + 1 <= span.cursor
+            if s in stream.wanted and position < i + 1 <= stretch.cursor
         ]
         group, messages = by_wanted.get(stream.wanted, (None, []))
         assert [int(m) for m in messages] == brute
         if group is not None:
             assert stream in group.members
-    cut = len(events) - position > limit  # more than one span's worth after position
-    assert span.cursor == (position + limit if cut else max(position, len(events)))
+    cut = len(events) - position > limit  # more than one stretch's worth after position
+    assert stretch.cursor == (position + limit if cut else max(position, len(events)))
 
 
 operations = st.lists(
@@ -222,7 +222,7 @@ def test_a_stream_parked_ahead_of_the_broadcaster_joins_when_the_round_reaches_i
     assert late in w.groups.joining
     w.publish(["B", "A"], 0)  # ids 4, 5
     w.round()
-    assert w.groups.position == 3, "no span reads past a joining cursor"
+    assert w.groups.position == 3, "no stretch reads past a joining cursor"
     w.round()
     assert late not in w.groups.joining and w.groups.position == 5
     assert late.got == [1, 2, 3, 4, 5]
@@ -241,5 +241,5 @@ def test_an_emptied_group_leaves_the_index() -> None:
     hub = Hub(100)
     hub.restart(0)
     hub.publish([(1, "A", 1, b"1\n")])
-    span = hub.span(0)
-    assert span is not None and groups.route(span) == {}
+    stretch = hub.stretch(0)
+    assert stretch is not None and groups.route(stretch) == {}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ticker.events import Event
-from ticker.hub import Batch, Hub, Span
+from ticker.hub import Batch, Hub, Stretch
 
 
 def item(id: int, symbol: str = "BTC-USD") -> tuple[int, str, int, bytes]:
@@ -79,27 +81,27 @@ def test_trimming_raises_the_floor_and_reads_below_it_answer_none() -> None:
     assert hub.read(2, {"AAPL"}) == Batch([], 6, None)  # the floor test ignores the filter
 
 
-def test_span_gives_every_symbol_after_the_position_up_to_a_stop_or_a_limit() -> None:
+def test_stretch_gives_every_symbol_after_the_position_up_to_a_stop_or_a_limit() -> None:
     hub = Hub()
     hub.publish([item(1), item(2, "ETH-USD"), item(4), item(7, "AAPL")])  # ids with gaps
-    every = Span([2, 4, 7], ["ETH-USD", "BTC-USD", "AAPL"], [2000, 4000, 7000],
+    every = Stretch([2, 4, 7], ["ETH-USD", "BTC-USD", "AAPL"], [2000, 4000, 7000],
                  [msg(2, "ETH-USD"), msg(4), msg(7, "AAPL")], 7)  # fmt: skip
-    assert hub.span(1) == every
-    assert hub.span(1, limit=2) == Span(every.ids[:2], every.symbols[:2], every.ts[:2],
+    assert hub.stretch(1) == every
+    assert hub.stretch(1, limit=2) == Stretch(every.ids[:2], every.symbols[:2], every.ts[:2],
                                         every.messages[:2], 4)  # fmt: skip
     # A stop between two ids: served up to it, though no event has that id.
-    assert hub.span(1, upto=5) == Span([2, 4], every.symbols[:2], every.ts[:2],
+    assert hub.stretch(1, upto=5) == Stretch([2, 4], every.symbols[:2], every.ts[:2],
                                        every.messages[:2], 5)  # fmt: skip
-    assert hub.span(1, upto=99).cursor == 7, "not past the head: the rest is not published"
-    assert hub.span(7) == Span([], [], [], [], 7)
+    assert hub.stretch(1, upto=99).cursor == 7, "not past the head: the rest is not published"
+    assert hub.stretch(7) == Stretch([], [], [], [], 7)
 
 
-def test_span_below_the_floor_answers_none() -> None:
+def test_stretch_below_the_floor_answers_none() -> None:
     hub = Hub(capacity=4)
     hub.publish([item(i) for i in range(1, 7)])
-    assert hub.span(1) is None
-    span = hub.span(2)
-    assert span is not None and span.ids == [3, 4, 5, 6] and span.cursor == 6
+    assert hub.stretch(1) is None
+    stretch = hub.stretch(2)
+    assert stretch is not None and stretch.ids == [3, 4, 5, 6] and stretch.cursor == 6
 
 
 def test_the_hub_never_holds_more_than_capacity_plus_a_quarter() -> None:
@@ -111,6 +113,28 @@ def test_the_hub_never_holds_more_than_capacity_plus_a_quarter() -> None:
         assert len(held.messages) <= 125
         assert held.messages[-1] == msg(i)
         assert held.messages[0] == msg(hub.floor + 1)  # contiguous from the floor
+
+
+def test_the_hub_also_holds_the_last_span_up_to_five_times_capacity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("ticker.hub.time.monotonic", lambda: now[0])
+    hub = Hub(capacity=100, span=30)
+    for i in range(1, 1001):  # one event every 0.1 s for 100 s
+        hub.publish([item(i)])
+        now[0] += 0.1
+    held = hub.read(hub.floor, None, limit=10_000)
+    assert held is not None and held.messages[-1] == msg(1000)
+    # Events 701 on arrived in the last 30 s: all held, and at most a trim's
+    # chunk (a quarter of capacity) of older ones.
+    assert 300 <= len(held.messages) <= 325 and hub.floor <= 700
+    assert held.messages[0] == msg(hub.floor + 1)
+
+    hub = Hub(capacity=100, span=10**6)  # a span longer than the run: memory bounds it
+    for i in range(1, 2001):
+        hub.publish([item(i)])
+        assert hub.head - hub.floor <= 500
 
 
 def test_restart_forgets_everything_and_holds_events_from_the_position() -> None:

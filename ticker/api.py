@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -246,7 +247,8 @@ def health() -> tuple[Response, int]:
                 **producer.health(),
                 "upstream": None if source is None else source.health.report(),
             },
-            "streams": {
+            "streams": {  # this worker's
+                "worker_pid": os.getpid(),  # which worker answered
                 "hub_head": state.hub.head,  # how far this process's follower has read
                 "open": streams.open,
                 "limit": streams.limit,

@@ -6,12 +6,13 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from ticker import ROOT, api, headers, market, views
 from ticker.candles.recent import RecentEvents
 from ticker.config import INSTANCE, Settings, app_settings
-from ticker.db import make_engine
+from ticker.db import make_engine, make_stream_engine
 from ticker.errors import RequestError, error_response
 from ticker.follower import Follower
 from ticker.hub import PULSES_PER_HEARTBEAT, Hub
@@ -39,7 +40,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def build_state(settings: Settings) -> AppState:
     """Build every stateful part of an app from its settings; nothing starts yet."""
     engine = make_engine(settings.database_url)
-    hub = Hub(settings.hub_capacity)
+    stream_engine = make_stream_engine(settings.database_url, settings.stream_readers)
+    hub = Hub(settings.hub_capacity, settings.hub_span)
     metrics = Metrics(engine)
     streams = MeteredStreams(settings.max_streams, metrics)
     max_block = write_timeout(settings.heartbeat)
@@ -56,13 +58,14 @@ def build_state(settings: Settings) -> AppState:
     return AppState(
         settings=settings,
         engine=engine,
+        stream_engine=stream_engine,
         hub=hub,
         follower=follower,
         streams=streams,
         producer=MeteredProducer(
             engine, settings, on_append=follower.wake, recent=recent, metrics=metrics
         ),
-        broadcaster=Broadcaster(engine, hub, streams, settings.heartbeat),
+        broadcaster=Broadcaster(stream_engine, hub, streams, settings.heartbeat),
         metrics=metrics,
         cors_origins=settings.cors_origins,
     )
@@ -77,6 +80,11 @@ def _register_errors(app: Flask) -> None:
     def database_down(exc: OperationalError) -> Any:
         app.logger.warning("database unavailable: %s", exc.orig)
         return error_response(503, "database unavailable, retry shortly")
+
+    @app.errorhandler(PoolTimeout)
+    def no_connection(exc: PoolTimeout) -> Any:
+        app.logger.warning("no database connection free: %s", exc)
+        return error_response(503, "database busy: no connection came free, retry shortly")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -53,19 +53,20 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``, tuned for SQLite or PostgreSQL."""
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """Create an engine for ``url``, tuned for SQLite or PostgreSQL.
+
+    ``pool_size`` and ``max_overflow``: the connections it keeps, and the most
+    it opens beyond them; a caller waits up to 30 s for one past that.
+    """
     url = normalise_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": 30}
     if not url.startswith("sqlite"):
-        return create_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=30
-        )
+        return create_engine(url, pool_pre_ping=True, **pool)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "isolation_level": None, "timeout": 30},
-        pool_size=10,
-        max_overflow=20,
-        pool_timeout=30,
+        **pool,
     )
 
     @event.listens_for(engine, "connect")
@@ -82,6 +83,17 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def make_stream_engine(url: str, readers: int) -> Engine:
+    """Create the engine the streams read the log through: ``readers`` connections at most.
+
+    A pool of their own, apart from the app's: when thousands of clients
+    reconnect at once and replay from the log, they queue for these
+    connections, and publishing, the producer and ``/healthz`` never wait
+    behind them for one.
+    """
+    return make_engine(url, pool_size=readers, max_overflow=0)
 
 
 @contextmanager

@@ -41,7 +41,7 @@ from sqlalchemy import Connection, Engine
 
 from ticker import log, sse
 from ticker.candles.recent import RecentEvents
-from ticker.events import Event
+from ticker.events import Event, now_us
 from ticker.hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -101,20 +101,34 @@ class Follower:
                 threading.Thread(target=self._listen, name="ticker-listen", daemon=True).start()
 
     def _warm_up(self) -> None:
-        """Restart the hub at the log's head, holding its newest ``capacity`` events.
+        """Restart the hub at the log's head, holding the log's newest window.
 
-        The hub claims every event after its floor, so the floor is just below
-        the window when the window is full, and never below ``pruned_through``
-        (read after the window: whatever the window lacks below it was pruned).
+        The window is the newest ``capacity`` events, or, when the last
+        ``span`` seconds (by tick time) hold more, those, up to ``most``.  The
+        hub claims every event after its floor, so the floor is just below the
+        window when the log may hold older events, and never below
+        ``pruned_through`` (read after the window: whatever the window lacks
+        below it was pruned).
         """
-        capacity = self.hub.capacity
+        hub = self.hub
         with self.engine.connect() as conn:
             seen = log.mark(conn, 0)
-            window = log.newest(conn, capacity, upto=seen.head)
+            window = log.newest(conn, hub.capacity, upto=seen.head)
+            partial = len(window) == hub.capacity  # the log may hold older events
+            young = now_us() - int(hub.span * 1_000_000)
+            if hub.span and partial and window[0].ts >= young:
+                # The last span holds more than capacity: take it, up to ``most``.
+                window = log.newest(conn, hub.most, upto=seen.head)
+                partial = len(window) == hub.most
+                older = len(window) - hub.capacity
+                while older > 0 and window[older - 1].ts >= young:
+                    older -= 1
+                if older > 0:
+                    window, partial = window[older:], True
             pruned = log.pruned_through(conn)
             latest = log.latest(conn, self.symbols, upto=seen.head)
         floor = pruned
-        if len(window) == capacity:
+        if partial:
             floor = max(floor, window[0].id - 1)
         floor = min(floor, seen.head)
         held = [(e.id, e.symbol, e.ts, sse.tick(e)) for e in window if e.id > floor]

@@ -9,9 +9,12 @@ instead.  Nothing is queued per stream, so a slow reader costs no memory: it
 just falls below ``floor`` and catches up from the log.
 
 Once the follower has started it, the hub also knows the newest event of each
-tracked symbol as of ``head``, so a new stream's snapshot needs no query; and
-it starts *warm*, holding the log's newest ``capacity`` events, so that the
-streams reconnecting after a restart or a deploy replay from memory too.
+tracked symbol as of ``head``, and the log's prune horizon as the follower
+last read it, so a new stream's snapshot needs no query; and it starts
+*warm*, holding the log's newest window (``capacity`` events, or the last
+``span`` seconds when those are more, up to ``most``), so that the streams
+reconnecting after a restart or a deploy replay from memory with no query
+either.
 
 Pure: no Flask, no database.  ``threading`` primitives become greenlet-aware
 when gevent has patched them, so the same code serves threads and greenlets.
@@ -20,7 +23,8 @@ when gevent has patched them, so the same code serves threads and greenlets.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right
+import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -40,7 +44,7 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
-class Span:
+class Stretch:
     """Every event the hub held after a position, of every symbol: for the broadcaster."""
 
     ids: list[int]
@@ -53,8 +57,10 @@ class Span:
 class Hub:
     """Hold the newest encoded events and wake the streams waiting for them."""
 
-    def __init__(self, capacity: int = 20000) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int = 20000, span: float = 0.0) -> None:
+        self.capacity = capacity  # it holds at least the newest this many events
+        self.span = span  # and every event that arrived in the last this many seconds
+        self.most = 5 * capacity  # but never more than this many
         self.floor = 0
         self.head = 0
         self.epoch = 0  # counts restarts: a stream that saw another epoch checks its cursor
@@ -65,6 +71,7 @@ class Hub:
         self._symbols: list[str] = []
         self._ts: list[int] = []
         self._messages: list[bytes] = []
+        self._arrived: list[float] = []  # time.monotonic() when each was published
         self._latest: dict[str, Event] | None = None  # known once restarted
         self._lock = threading.Lock()
         self._changed = threading.Event()
@@ -87,11 +94,13 @@ class Hub:
         still holds as it was; a stream whose cursor is beyond it must be reset
         (``ahead``), and the waiters are woken to see that.
         """
+        arrived = _arrival_times([item[2] for item in window])
         with self._lock:
             self._ids = [item[0] for item in window]
             self._symbols = [item[1] for item in window]
             self._ts = [item[2] for item in window]
             self._messages = [item[3] for item in window]
+            self._arrived = arrived
             self.floor = position
             self.head = self._ids[-1] if window else position
             self.valid_upto = self.head if valid_upto is None else valid_upto
@@ -104,6 +113,18 @@ class Hub:
     def started(self) -> bool:
         """Tell whether the follower has started the hub (until then it holds nothing)."""
         return self._latest is not None
+
+    def window(self) -> tuple[int, int] | None:
+        """Return the resume points the hub can serve alone, ``(low, head)``, once started.
+
+        ``low`` is the floor, or the prune horizon as the follower last saw it
+        when that is higher: the log would tell a stream resuming below it
+        that it missed deleted events (``expired``).
+        """
+        with self._lock:
+            if self._latest is None:
+                return None
+            return max(self.floor, self.pruned_through), self.head
 
     def snapshot(self, symbols: Sequence[str]) -> tuple[int, list[Event]] | None:
         """Return the head and the newest event of each of ``symbols`` as of it, once started.
@@ -129,6 +150,7 @@ class Hub:
         """
         if not items:
             return
+        now = time.monotonic()
         with self._lock:
             if latest and self._latest is not None:
                 self._latest.update((s, e) for s, e in latest.items() if e.id > self.head)
@@ -139,14 +161,30 @@ class Hub:
                 self._symbols.append(symbol)
                 self._ts.append(ts)
                 self._messages.append(message)
+                self._arrived.append(now)
                 self.head = id
-            excess = len(self._ids) - self.capacity
-            if excess > self.capacity // 4:  # trim in chunks, not on every publish
-                self.floor = self._ids[excess - 1]
-                del self._ids[:excess], self._symbols[:excess]
-                del self._ts[:excess], self._messages[:excess]
+            self._trim(now)
             changed, self._changed = self._changed, threading.Event()
         changed.set()
+
+    def _trim(self, now: float) -> None:
+        """Forget the oldest events beyond ``capacity`` that are older than ``span``.
+
+        In chunks of a quarter of ``capacity``, not on every publish; ``most``
+        bounds the memory whatever the rate.  Called under the lock.
+        """
+        held = len(self._ids)
+        cut = held - self.capacity
+        if cut <= self.capacity // 4:
+            return
+        if self.span:
+            cut = min(cut, bisect_left(self._arrived, now - self.span))
+        cut = max(cut, held - self.most)
+        if cut <= self.capacity // 4 and held <= self.most:
+            return
+        self.floor = self._ids[cut - 1]
+        del self._ids[:cut], self._symbols[:cut], self._ts[:cut]
+        del self._messages[:cut], self._arrived[:cut]
 
     def read(self, cursor: int, symbols: Collection[str] | None, limit: int = 1000) -> Batch | None:
         """Return up to ``limit`` events after ``cursor`` of ``symbols``; None if below floor."""
@@ -172,10 +210,10 @@ class Hub:
                 return Batch(messages, self._ids[last], None)
             return Batch(messages, self._ids[last], self._ids[found], self._ts[found])
 
-    def span(self, position: int, limit: int = 1000, upto: int | None = None) -> Span | None:
+    def stretch(self, position: int, limit: int = 1000, upto: int | None = None) -> Stretch | None:
         """Return up to ``limit`` events after ``position`` and up to ``upto``; None if below floor.
 
-        The span's cursor is where it ends: the last id read when ``limit``
+        The stretch's cursor is where it ends: the last id read when ``limit``
         cut it short, else ``upto`` or the head, whichever is lower (with
         ``upto`` above the head, the events after the head are not published yet).
         """
@@ -186,11 +224,11 @@ class Hub:
             start = bisect_right(ids, position)
             stop = len(ids) if upto is None or upto >= self.head else bisect_right(ids, upto)
             end = min(stop, start + limit)
-            if end < stop:  # more than ``limit``: the next span goes on from the last id read
+            if end < stop:  # more than ``limit``: the next stretch goes on from the last id read
                 cursor = ids[end - 1]
             else:
                 cursor = max(position, self.head if upto is None else min(upto, self.head))
-            return Span(
+            return Stretch(
                 ids[start:end],
                 self._symbols[start:end],
                 self._ts[start:end],
@@ -231,3 +269,17 @@ class Hub:
                 return True
             changed = self._changed
         return changed.wait(timeout)
+
+
+def _arrival_times(ts: Sequence[int]) -> list[float]:
+    """Date the events of a warm start as if they arrived at their tick time, in order.
+
+    ``time.monotonic()`` values, never decreasing (tick times may be out of id
+    order) and never in the future.
+    """
+    now, wall = time.monotonic(), time.time()
+    arrived, latest = [], float("-inf")
+    for tick_us in ts:
+        latest = max(latest, now - max(0.0, wall - tick_us / 1_000_000))
+        arrived.append(latest)
+    return arrived

@@ -58,7 +58,8 @@ class AppState:
     """
 
     settings: Settings
-    engine: Engine
+    engine: Engine  # the API, the producer, the follower, health and metrics
+    stream_engine: Engine  # the streams' reads of the log only: a pool of its own
     hub: Hub
     follower: Follower
     streams: MeteredStreams

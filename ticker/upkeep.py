@@ -11,6 +11,7 @@ independently of the raw ticks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -33,6 +34,7 @@ class Upkeep:
     settings: Settings
     state: ProducerState
     recent: RecentEvents | None  # the follower's latest events, when this process has one
+    on_append: Callable[[], None]  # wakes this process's follower
 
     def on_error(self, stage: str) -> None:
         """Note a failure: ``source``, ``run`` (e.g. the database), ``rollup`` or ``prune``."""
@@ -66,6 +68,7 @@ class Upkeep:
             self.on_error("prune")
             return 0
         if deleted:
+            self.on_append()  # the hub learns the new horizon now, not at the next poll
             logger.info("pruned %d events", deleted)
             self.state.pruned += deleted
             self.on_pruned(deleted)

@@ -112,7 +112,12 @@ def _respond(state: AppState, slot: stream.Slot, asked: stream.Subscription) -> 
         return _stream_response(iter(()))  # headers only: the takeover writes the body
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     body = stream.body(
-        state.engine, state.hub, state.settings.heartbeat, slot, asked, stream.shutting(sock)
+        state.stream_engine,
+        state.hub,
+        state.settings.heartbeat,
+        slot,
+        asked,
+        stream.shutting(sock),
     )
     response = _stream_response(body)
     response.call_on_close(slot.close)

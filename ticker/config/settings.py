@@ -60,6 +60,8 @@ class Settings:
     lease_ttl: float = 5.0
     poll_interval: float = 0.05
     hub_capacity: int = 20000
+    hub_span: float = 60.0  # seconds of events the hub holds when more than hub_capacity
+    stream_readers: int = 4  # connections per process for streams' reads of the log
     busy_retry: float = 20.0  # a busy answer's retry: this many seconds to twice as many
     prune_interval: float | None = None  # None: every minute, or age/10 for short ages
     rollup_interval: float = 1.0  # seconds between rollups of the log into candles
@@ -120,12 +122,19 @@ def load_settings(
         "BUSY_RETRY": 0.1,
         "PRUNE_INTERVAL": 0.1,
         "ROLLUP_INTERVAL": 0.05,
+        "HUB_SPAN": 0.0,
     }
     for name, minimum in floats.items():
         raw = get(name)
         if raw is not None:
             values[name.lower()] = float(parse_number(f"TICKER_{name}", raw, float, minimum))
-    ints = {"MAX_SYMBOLS": 1, "MAX_STREAMS": 1, "HUB_CAPACITY": 100, "SEED": 0}
+    ints = {
+        "MAX_SYMBOLS": 1,
+        "MAX_STREAMS": 1,
+        "HUB_CAPACITY": 100,
+        "STREAM_READERS": 1,
+        "SEED": 0,
+    }
     for name, minimum in ints.items():
         raw = get(name)
         if raw is not None:

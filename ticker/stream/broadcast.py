@@ -3,7 +3,7 @@
 A caught-up stream has nothing to do until the next publish.  Instead of each
 one sleeping in a greenlet of its own and waking to copy the same bytes, the
 broadcaster *parks* it (``groups``): it keeps the stream's cursor and socket,
-and on each publish reads the hub's span after its ``position`` once, routes
+and on each publish reads the hub's stretch after its ``position`` once, routes
 each event by symbol to the groups of streams that want it (same symbols,
 same framing: each event is framed once per round, and a group's bytes are
 joined once for all its streams), and makes one non-blocking ``send`` per
@@ -15,11 +15,11 @@ Invariant: a parked stream's cursor means what it means everywhere in
 ``cursor``: every event of its symbols with ``id <= cursor`` has been sent.
 While grouped it is implicit, ``max(cursor, position)`` (``groups``): a
 stream is grouped only when its cursor is ``position``; a round reads the
-span ``position < id <= end`` whole, sets the cursor of each stream it sends
+stretch ``position < id <= end`` whole, sets the cursor of each stream it sends
 to ``end`` before the send, and only then moves ``position`` to ``end``; the
 true cursor is written back whenever a stream leaves.  A stream that parks
 at a hub head the broadcaster has not reached yet waits in ``joining``, and no
-span reads past it, so the round that starts at its cursor admits it.  A long
+stretch reads past it, so the round that starts at its cursor admits it.  A long
 round pauses between two groups every ``ROUND_SLICE`` so that appends and the
 follower never wait behind it; a stream that parks during the pause joins too
 (the round's groups are chosen, and ``position`` is about to move).  A
@@ -211,7 +211,7 @@ class Broadcaster:
     def _deliver(self) -> None:
         """Send each group what the hub holds for it after ``position``; move ``position`` on.
 
-        One span of the hub, routed by symbol: only the streams of groups that
+        One stretch of the hub, routed by symbol: only the streams of groups that
         get something are touched.  Every ``ROUND_SLICE`` of writing, between
         two groups, the round lets the other greenlets run (appends, the
         follower, streams opening), so none waits behind a long round; a stream
@@ -220,13 +220,13 @@ class Broadcaster:
         groups = self.groups
         for listener in groups.admit():  # parked at a position already passed: alone
             self._hand_back(listener, b"")
-        span = self.hub.span(groups.position, PAGE, groups.next_stop())
-        if span is None:  # the hub no longer holds position: every stream reads the log
+        stretch = self.hub.stretch(groups.position, PAGE, groups.next_stop())
+        if stretch is None:  # the hub no longer holds position: every stream reads the log
             self._hand_back_all()
             groups.position = self.hub.head
             return
         now = sliced = time.monotonic()
-        cursor, ids, ts, messages = span.cursor, span.ids, span.ts, span.messages
+        cursor, ids, ts, messages = stretch.cursor, stretch.ids, stretch.ts, stretch.messages
         # Each event framed once per round; a group's payload is its events' frames,
         # one chunk each, so a group with one event sends bytes already built.
         framed = [chunk(m) for m in messages]
@@ -234,7 +234,7 @@ class Broadcaster:
         writes_by_last: dict[int, int] = {}  # … and how many such writes
         groups.routing = True
         try:
-            for group, hits in groups.route(span).items():
+            for group, hits in groups.route(stretch).items():
                 frames = framed if group.chunked else messages
                 if isinstance(hits, int):
                     payload, last, count = frames[hits], hits, 1

@@ -7,8 +7,9 @@ is sent twice or skipped:
 
 - opening (:func:`catch_up`): with no last id, or one the log cannot resume
   (a reset), the stream sends the latest tick of each symbol and sets the
-  cursor to the head read in the same snapshot (the hub's, when the hub stands
-  at the log's head); otherwise the cursor is the client's last id;
+  cursor to the head read in the same snapshot (the hub's snapshot once the
+  follower has started it: no query); otherwise the cursor is the client's
+  last id (no query either when it is inside the hub's window);
 - replay: pages of the log up to the head of each page's snapshot, or of the
   hub once the cursor is within it (up to the hub's head), then the ``live``
   marker;
@@ -178,24 +179,22 @@ def catch_up(
     yield sse.retry(asked.retry_ms)
 
     first: bytes | None = None
-    with engine.connect() as conn:
-        position = log.position(conn)
-        head = position.head
-        if last_id is None:
-            # When this process's hub stands at the log's head, it holds the newest
-            # tick of each symbol: the snapshot needs no further query.
-            held = hub.snapshot(symbols)
-            if held is not None and held[0] == head:
-                latest = [e for e in held[1] if e.id > position.pruned_through]
-            else:
+    opened = _open_from_hub(hub, symbols, last_id)
+    if opened is not None:
+        first, cursor, head = opened
+    else:
+        with engine.connect() as conn:
+            position = log.position(conn)
+            head = position.head
+            if last_id is None:
                 latest = log.latest(conn, symbols, upto=head)
-            first, cursor = sse.opening("snapshot", head, latest), head
-        elif last_id > head or last_id < position.pruned_through:
-            reason = "ahead" if last_id > head else "expired"
-            first, cursor = _reset(conn, symbols, head, reason), head
-            streams.on_reset(reason)
-        else:
-            cursor = last_id
+                first, cursor = sse.opening("snapshot", head, latest), head
+            elif last_id > head or last_id < position.pruned_through:
+                reason = "ahead" if last_id > head else "expired"
+                first, cursor = _reset(conn, symbols, head, reason), head
+                streams.on_reset(reason)
+            else:
+                cursor = last_id
     at.cursor = at.sent_id = cursor  # the resume point the client holds
     at.head = head
 
@@ -204,6 +203,31 @@ def catch_up(
     else:
         yield from _replay(engine, hub, at, streams)
     at.quiet_since = time.monotonic()
+
+
+def _open_from_hub(
+    hub: Hub, symbols: Sequence[str], last_id: int | None
+) -> tuple[bytes | None, int, int] | None:
+    """Open a stream from the hub alone, with no query, when it can; else None.
+
+    Returns the snapshot (None for a resume), the cursor and the head to
+    replay up to.  A fresh open takes the hub's snapshot: the newest tick of
+    each symbol as of the hub's head, less what retention deleted as the
+    follower last saw.  A resume whose last id is inside the hub's window
+    (from its floor, and the prune horizon, up to its head) replays from the
+    hub.  Anything else (the hub not started, a last id below the window or
+    beyond the hub's head, which may be ahead of the log) reads the log.
+    """
+    if last_id is None:
+        held = hub.snapshot(symbols)
+        if held is None:
+            return None
+        head, latest = held
+        return sse.opening("snapshot", head, latest), head, head
+    window = hub.window()
+    if window is None or not window[0] <= last_id <= window[1]:
+        return None
+    return None, last_id, window[1]
 
 
 def _replay(engine: Engine, hub: Hub, at: Cursor, streams: Streams) -> Iterator[bytes]:

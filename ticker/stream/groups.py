@@ -2,7 +2,7 @@
 
 Streams that ask for the same symbols with the same framing share a
 :class:`Group`: one payload is built for all of them.  Each symbol names the
-groups that want it, so a round reads the hub's span after ``position`` once
+groups that want it, so a round reads the hub's stretch after ``position`` once
 and gives each event only to the groups of its symbol (:meth:`Groups.route`):
 a round costs the events it delivers, not the streams parked nor how many
 different watchlists they hold.
@@ -11,16 +11,16 @@ Invariant: a grouped stream has been sent every event of its symbols with
 ``id <= max(stream.cursor, position)``.  Its own ``cursor`` is not written
 while it sits idle: moving ``position`` at the end of a round moves every
 grouped stream at once, and only the streams of a group that got something are
-written to (their cursor is set to the span's end just before their send).
+written to (their cursor is set to the stretch's end just before their send).
 :meth:`Groups.remove` and :meth:`Groups.settle` write the true cursor back.
-During a round ``position`` is still where the span starts, so a stream taken
-out mid-round gets the span's end if its send was made, else the span's
+During a round ``position`` is still where the stretch starts, so a stream taken
+out mid-round gets the stretch's end if its send was made, else the stretch's
 start: nothing is sent twice or skipped either way.
 
 A stream parked at another cursor than ``position`` (it caught up with a hub
 head that the broadcaster has not reached yet) waits in ``joining`` with its
 own cursor, and so does every stream that parks while a round is being sent
-(the broadcaster lets other greenlets run between groups).  No span reaches
+(the broadcaster lets other greenlets run between groups).  No stretch reaches
 past the lowest joining cursor above ``position`` (:meth:`Groups.next_stop`),
 so the round that starts there admits it (:meth:`Groups.admit`); one below
 ``position`` (the broadcaster's position is from an earlier epoch) is handed
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
-from ticker.hub import Span
+from ticker.hub import Stretch
 
 
 class Member(Protocol):
@@ -130,12 +130,12 @@ class Groups(Generic[M]):
         return stale
 
     def next_stop(self) -> int | None:
-        """Return the lowest joining cursor above ``position``: no span may read past it."""
+        """Return the lowest joining cursor above ``position``: no stretch may read past it."""
         above = [m.cursor for m in self.joining if m.cursor > self.position]
         return min(above) if above else None
 
-    def route(self, span: Span) -> dict[Group[M], int | list[int]]:
-        """Give each group that wants any event of ``span`` the indexes of those, in id order.
+    def route(self, stretch: Stretch) -> dict[Group[M], int | list[int]]:
+        """Give each group that wants any event of ``stretch`` the indexes of those, in id order.
 
         Groups that want none are left out: a round costs what it delivers.  A
         group with one event (most of them, with many watchlists) gets its
@@ -145,7 +145,7 @@ class Groups(Generic[M]):
         """
         found: dict[Group[M], int | list[int]] = {}
         by_symbol = self._by_symbol
-        for i, symbol in enumerate(span.symbols):
+        for i, symbol in enumerate(stretch.symbols):
             wanting = by_symbol.get(symbol)
             if wanting is None:
                 continue
