@@ -17,13 +17,16 @@ the ``ticker serve`` row of the same load.
 
 Options: ``--quick`` (shorter runs, smaller counts), ``--only NAME[,NAME]``
 (``fanout``, ``rss``, ``log``, ``post``, ``posts``, ``candles``, ``storm``,
-``machine``).  ``post`` is the appends alone, with and without sizes; ``posts`` is single-tick POSTs
-over 32 keep-alive connections (``docs/benchmark_posts.py``, an asyncio client
-on core 1) to the reference's no-log POST and to ticker on SQLite and on
-PostgreSQL, in the same run, with ratios to the reference; ``candles`` builds a log of a
-million ticks, rolls it up and times ``/api/candles`` and ``/api/symbols``
+``watchlists``, ``machine``).  ``post`` is the appends alone, with and
+without sizes; ``posts`` is single-tick POSTs over 32 keep-alive connections
+(``docs/benchmark_posts.py``, an asyncio client on core 1) to the reference's
+no-log POST and to ticker on SQLite and on PostgreSQL, in the same run, with
+ratios to the reference; ``candles`` builds a log of a million ticks, rolls it
+up and times ``/api/candles`` and ``/api/symbols``
 (``docs/benchmark_market.py``); ``storm`` is a deploy's reconnect storm
-(``docs/benchmark_storm.py``).
+(``docs/benchmark_storm.py``); ``watchlists`` is 1,000 to 5,000 streams each
+with its own random 10 of 500 symbols against as many all watching the same
+10, 1,000 ticks/s posted in batches of 20 (``docs/benchmark_watchlists.py``).
 Only ever talks to 127.0.0.1 and the local PostgreSQL.
 """
 
@@ -59,7 +62,7 @@ def free_port() -> int:
 
 
 SERVE, PLAIN, REFERENCE = "ticker serve", "gunicorn wsgi:app", "reference"
-SECTIONS = ("fanout", "rss", "log", "post", "posts", "candles", "storm", "machine")  # --only
+SECTIONS = ("fanout", "rss", "log", "post", "posts", "candles", "storm", "watchlists", "machine")
 KINDS = (SERVE, PLAIN, REFERENCE)  # the order in which each load runs against them
 
 
@@ -568,6 +571,15 @@ def main() -> None:
             import benchmark_storm  # docs/, beside this script
 
             benchmark_storm.run(tmp, quick, sqlite_url, postgres_url, Server, PY, TOKEN, show)
+        if "watchlists" in only:
+            import benchmark_watchlists as lists  # docs/, beside this script
+
+            def tracking_500(name: str) -> Server:
+                return Server(
+                    SERVE, sqlite_url(tmp, name), symbols=",".join(lists.SYMBOLS), max_streams=20000
+                )
+
+            lists.run(tmp, quick, tracking_500, loadtest, show)
         if "machine" in only:
             n = 8000 if quick else 40000
             show("Whole machine", [whole_machine(tmp, n, workers=4, processes=4)])

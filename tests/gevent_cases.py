@@ -12,6 +12,7 @@ monkey.patch_all()
 
 import _socket  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -31,6 +32,7 @@ from ticker.stream import (  # noqa: E402
     Slot,
     Streams,
     Subscription,
+    broadcast,
     write_timeout,
 )
 
@@ -67,11 +69,11 @@ class World:
             return [e.id for e in log.read_after(conn, after, [symbol], 100_000)]
 
 
-def world(path: str, heartbeat: float = 5.0) -> World:
+def world(path: str, heartbeat: float = 5.0, slots: int = 10) -> World:
     engine = make_engine(f"sqlite:///{path}")
     Base.metadata.create_all(engine)
     hub = Hub(1000)
-    streams = Streams(10)
+    streams = Streams(slots)
     follower = Follower(
         engine,
         hub,
@@ -185,6 +187,46 @@ def case_a_parked_stream_gets_every_publish_once(path: str) -> None:
     assert got == want, (got, want)
     assert w.broadcaster.parked == 1, "served whole, it stays parked"
     assert w.streams.sent == len(want)
+
+
+def case_streams_with_their_own_watchlists_each_get_exactly_their_symbols(path: str) -> None:
+    own_watchlists(world(path, slots=60))
+
+
+def case_rounds_that_pause_after_every_group_still_send_each_event_once(path: str) -> None:
+    broadcast.ROUND_SLICE = 0.0  # streams open, park and get handed back mid-round
+    own_watchlists(world(path, slots=60))
+
+
+def own_watchlists(w: World) -> None:
+    """40 streams, each its own random watchlist, opened while ticks are published."""
+    symbols = [f"S{n}" for n in range(8)]
+    pick = random.Random(15)
+    publishing = True
+
+    def publish() -> None:  # streams open and park while the broadcaster is behind the head
+        while publishing:
+            w.append(pick.choice(symbols), pick.randint(1, 3))
+            gevent.sleep(0.002)
+
+    publisher = gevent.spawn(publish)
+    opened = []
+    for _ in range(40):
+        watchlist = tuple(pick.sample(symbols, pick.randint(1, 4)))
+        reader, _ = connect(w, watchlist)
+        opened.append((watchlist, reader, snapshot_head(reader.until(has_snapshot))))
+    eventually(lambda: w.broadcaster.parked == 40, "every stream parked")
+    gevent.sleep(0.2)
+    publishing = False
+    publisher.join()
+    for symbol in symbols:  # one last tick each: every stream has something to wait for
+        w.append(symbol)
+    for watchlist, reader, head in opened:
+        want = sorted(i for s in watchlist for i in w.log_ids(s, head))
+        owed = len(want)
+        got = tick_ids(reader.until(lambda frames, owed=owed: len(tick_ids(frames)) >= owed))
+        assert got == want, (watchlist, head, got, want)
+    assert w.broadcaster.parked == 40, "served whole, each stays parked"
 
 
 def case_a_partial_write_is_handed_back_and_parked_again(path: str) -> None:

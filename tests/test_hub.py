@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ticker.events import Event
-from ticker.hub import Batch, Hub
+from ticker.hub import Batch, Hub, Stretch
 
 
 def item(id: int, symbol: str = "BTC-USD") -> tuple[int, str, int, bytes]:
@@ -79,6 +79,29 @@ def test_trimming_raises_the_floor_and_reads_below_it_answer_none() -> None:
     assert hub.read(1, None) is None
     assert hub.read(2, None) == Batch([msg(3), msg(4), msg(5), msg(6)], 6, 6)
     assert hub.read(2, {"AAPL"}) == Batch([], 6, None)  # the floor test ignores the filter
+
+
+def test_stretch_gives_every_symbol_after_the_position_up_to_a_stop_or_a_limit() -> None:
+    hub = Hub()
+    hub.publish([item(1), item(2, "ETH-USD"), item(4), item(7, "AAPL")])  # ids with gaps
+    every = Stretch([2, 4, 7], ["ETH-USD", "BTC-USD", "AAPL"], [2000, 4000, 7000],
+                 [msg(2, "ETH-USD"), msg(4), msg(7, "AAPL")], 7)  # fmt: skip
+    assert hub.stretch(1) == every
+    assert hub.stretch(1, limit=2) == Stretch(every.ids[:2], every.symbols[:2], every.ts[:2],
+                                        every.messages[:2], 4)  # fmt: skip
+    # A stop between two ids: served up to it, though no event has that id.
+    assert hub.stretch(1, upto=5) == Stretch([2, 4], every.symbols[:2], every.ts[:2],
+                                       every.messages[:2], 5)  # fmt: skip
+    assert hub.stretch(1, upto=99).cursor == 7, "not past the head: the rest is not published"
+    assert hub.stretch(7) == Stretch([], [], [], [], 7)
+
+
+def test_stretch_below_the_floor_answers_none() -> None:
+    hub = Hub(capacity=4)
+    hub.publish([item(i) for i in range(1, 7)])
+    assert hub.stretch(1) is None
+    stretch = hub.stretch(2)
+    assert stretch is not None and stretch.ids == [3, 4, 5, 6] and stretch.cursor == 6
 
 
 def test_the_hub_never_holds_more_than_capacity_plus_a_quarter() -> None:

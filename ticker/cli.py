@@ -165,8 +165,23 @@ def prune() -> None:
 @click.option("--clients", default=100, show_default=True, help="Concurrent streams to open.")
 @click.option("--symbols", default="", help="Symbols to use (default: all the server tracks).")
 @click.option("--per-client", default=1, show_default=True, help="Symbols each stream asks for.")
+@click.option(
+    "--watchlists",
+    type=click.Choice(["rotating", "random", "shared"]),
+    default="rotating",
+    show_default=True,
+    help="Which symbols each stream asks for: consecutive ones from the i-th, its own random "
+    "draw, or the same for all (spread evenly over --symbols).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random watchlists.")
 @click.option("--duration", default=10.0, show_default=True, help="Seconds to measure.")
 @click.option("--rate", default=0.0, show_default=True, help="Ticks/s to publish (0: none).")
+@click.option(
+    "--batch",
+    default=0,
+    show_default=True,
+    help="Ticks per POST, the rate still in ticks/s (0: one per POST, late ones merged).",
+)
 @click.option("--token", envvar="TICKER_PUBLISH_TOKEN", help="Publish token.")
 @click.option("--source-addresses", default="", help="Local addresses to spread clients over.")
 @click.option("--connect-rate", default=0.0, help="New streams per second (0: all at once).")
@@ -176,8 +191,11 @@ def loadtest(
     clients: int,
     symbols: str,
     per_client: int,
+    watchlists: str,
+    seed: int,
     duration: float,
     rate: float,
+    batch: int,
     token: str | None,
     source_addresses: str,
     connect_rate: float,
@@ -185,7 +203,8 @@ def loadtest(
 ) -> None:
     """Open many streams (and publish ticks) against a deployment; report delivery and latency.
 
-    Exits 1 when any client lost, duplicated or reordered a tick.
+    Exits 1 when any client lost, duplicated or reordered a tick, or got one of
+    another symbol.
     """
     import json
     import resource
@@ -221,12 +240,15 @@ def loadtest(
                 sources,
                 connect_rate,
                 on_phase=lambda name: print(f"phase: {name}", file=sys.stderr, flush=True),
+                kind=watchlists,
+                seed=seed,
+                batch=batch,
             )
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report, indent=2) if as_json else load.render(report))
-    if report["lost"] or report["duplicated"] or report["reordered"]:
+    if report["lost"] or report["duplicated"] or report["reordered"] or report["unexpected"]:
         sys.exit(1)
 
 

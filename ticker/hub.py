@@ -43,6 +43,17 @@ class Batch:
     last_ts: int | None = field(default=None, compare=False)  # its tick time, for latency
 
 
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """Every event the hub held after a position, of every symbol: for the broadcaster."""
+
+    ids: list[int]
+    symbols: list[str]
+    ts: list[int]
+    messages: list[bytes]
+    cursor: int  # every event with ``id <= cursor`` after the position is in the lists
+
+
 class Hub:
     """Hold the newest encoded events and wake the streams waiting for them."""
 
@@ -198,6 +209,32 @@ class Hub:
             if found is None:
                 return Batch(messages, self._ids[last], None)
             return Batch(messages, self._ids[last], self._ids[found], self._ts[found])
+
+    def stretch(self, position: int, limit: int = 1000, upto: int | None = None) -> Stretch | None:
+        """Return up to ``limit`` events after ``position`` and up to ``upto``; None if below floor.
+
+        The stretch's cursor is where it ends: the last id read when ``limit``
+        cut it short, else ``upto`` or the head, whichever is lower (with
+        ``upto`` above the head, the events after the head are not published yet).
+        """
+        with self._lock:
+            if position < self.floor:
+                return None
+            ids = self._ids
+            start = bisect_right(ids, position)
+            stop = len(ids) if upto is None or upto >= self.head else bisect_right(ids, upto)
+            end = min(stop, start + limit)
+            if end < stop:  # more than ``limit``: the next stretch goes on from the last id read
+                cursor = ids[end - 1]
+            else:
+                cursor = max(position, self.head if upto is None else min(upto, self.head))
+            return Stretch(
+                ids[start:end],
+                self._symbols[start:end],
+                self._ts[start:end],
+                self._messages[start:end],
+                cursor,
+            )
 
     def held(self) -> tuple[int, list[tuple[int, int]]]:
         """Return the floor and the ``(id, ts)`` of every event held, in id order."""

@@ -10,7 +10,8 @@ A stream's life, from :func:`ticker.views.open_stream`:
   server) or, under gunicorn's gevent worker, on its own socket
   (``takeover``), and once caught up it is parked with the process's
   ``broadcast.Broadcaster``, which writes every parked stream from one
-  greenlet.
+  greenlet, indexed by symbol (``groups``) so that each publish costs what
+  it delivers.
 
 ARCHITECTURE.md draws these timelines and who wins each race.
 """
