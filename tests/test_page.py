@@ -157,7 +157,9 @@ def test_reload_mid_stream_resumes_without_a_hole(
     resumed = browser.state("resumedFrom")
     assert resumed is not None and resumed >= seen_before
     assert resumed < missed[0]
-    assert browser.state("replayed") >= len(missed)
+    # The missed ticks reach the page in the replay, or just after it as live
+    # ticks when the worker's hub had not read them yet: either way the chart
+    # holds every one.
     for symbol in ["BTC-USD", "AAPL"]:
         browser.wait_chart_matches_log(db_url, symbol)
 
