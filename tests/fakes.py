@@ -26,7 +26,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine, create_engine, text
 
-from tests.sse_client import Message
+from tests.sse_client import Message, SSEStream
 from ticker import lifecycle, log
 from ticker.db import make_engine
 from ticker.events import Tick, now_us
@@ -394,3 +394,17 @@ def in_hub(hub: Hub, after: int) -> list[tuple[int, str, str]]:
         assert int(lines["id"]) == data["id"] and lines["event"] == "tick", message
         found.append((data["id"], data["symbol"], data["price"]))
     return found
+
+
+def expired_on_resume(base: str, last_id: int, symbols: str | None = None) -> list[Message] | None:
+    """Resume a stream from ``last_id``; return its frames up to a reset, or None if it went live.
+
+    A worker's hub learns the prune horizon at its follower's next read (at
+    once in the pruning worker and on PostgreSQL, within a poll on SQLite);
+    until then it may replay from memory the events just deleted, so a test
+    asks again (``eventually``) until the worker it reaches says ``expired``.
+    """
+    url = base + "/stream" + (f"?symbols={symbols}" if symbols else "")
+    with SSEStream(url, {"Last-Event-ID": str(last_id)}) as stream:
+        got = stream.ticks_until(lambda f: f.event in ("live", "reset"))
+    return got if got[-1].event == "reset" else None

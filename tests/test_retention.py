@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from tests.fakes import QUIET, SYMBOLS, eventually, log_ids, tick_ids
+from tests.fakes import QUIET, SYMBOLS, eventually, expired_on_resume, log_ids, tick_ids
 from tests.servers import Server, run_ticker
 from tests.sse_client import Message, SSEStream
 from ticker import ROOT, create_app, log
@@ -28,6 +28,7 @@ from ticker.db import make_engine
 from ticker.events import Tick, format_ts, now_us
 
 PRUNING = {**QUIET, "prune_interval": 0.2}
+SYMBOLS_ASKED = "BTC-USD,AAPL"  # what the resuming streams ask for
 HOUR_AGO = format_ts(now_us() - 3600 * 1_000_000)
 
 
@@ -42,22 +43,11 @@ def wait_pruned_through(server: Server, target: int, timeout: float = 15) -> dic
         time.sleep(0.05)
 
 
-def opening(server: Server, last_id: int, symbols: str = "BTC-USD,AAPL") -> list[Message]:
+def opening(server: Server, last_id: int, symbols: str = SYMBOLS_ASKED) -> list[Message]:
     """Open a stream resuming from ``last_id``; return its frames up to live (or reset)."""
     headers = {"Last-Event-ID": str(last_id)}
     with SSEStream(f"{server.base}/stream?symbols={symbols}", headers) as stream:
         return stream.ticks_until(lambda f: f.event in ("live", "reset"))
-
-
-def expired(server: Server, last_id: int) -> list[Message] | None:
-    """Resume from ``last_id``; return the frames when they end in a reset, else None.
-
-    A worker's hub learns the prune horizon at its follower's next read (at
-    once in the pruning worker and on PostgreSQL, within a poll on SQLite);
-    until then it may replay from memory the events just deleted.
-    """
-    got = opening(server, last_id)
-    return got if got[-1].event == "reset" else None
 
 
 def resumed(server: Server, last_id: int, symbols: str, until: int) -> list[Message]:
@@ -103,7 +93,10 @@ def test_pruning_by_count_keeps_ids_monotonic_and_expires_old_resume_points(
     watcher.close()
 
     # An id that retention deleted gets a reset naming the head, then live ticks.
-    got = eventually(lambda: expired(server, ids[10]), "every worker's hub knows the horizon")
+    got = eventually(
+        lambda: expired_on_resume(server.base, ids[10], SYMBOLS_ASKED),
+        "every worker's hub knows the horizon",
+    )
     reset = got[-1]
     assert reset.event == "reset" and reset.json()["reason"] == "expired"
     assert reset.id == str(later[-1]) and reset.json()["head"] == later[-1]
@@ -140,7 +133,10 @@ def test_pruning_by_age_down_to_an_empty_log_never_reuses_an_id(
     wait_pruned_through(server, old[-1])
     assert log_ids(server.db_url) == young  # only what is older than an hour went
 
-    got = eventually(lambda: expired(server, old[3]), "every worker's hub knows the horizon")
+    got = eventually(
+        lambda: expired_on_resume(server.base, old[3], SYMBOLS_ASKED),
+        "every worker's hub knows the horizon",
+    )
     assert got[-1].json()["reason"] == "expired"
     assert got[-1].json()["head"] == young[-1]
 
@@ -162,7 +158,10 @@ def test_pruning_by_age_down_to_an_empty_log_never_reuses_an_id(
     # hub opens streams at the head its follower has read.)
     got = resumed(server, stale[-1], "BTC-USD", until=after[-1])
     assert "reset" not in [f.event for f in got] and tick_ids(got) == after
-    got = eventually(lambda: expired(server, young[0]), "every hub knows the prune horizon")
+    got = eventually(
+        lambda: expired_on_resume(server.base, young[0], SYMBOLS_ASKED),
+        "every hub knows the prune horizon",
+    )
     assert got[-1].json()["head"] == after[0]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import QUIET, SYMBOLS, eventually, log_ids, tick_ids
+from tests.fakes import QUIET, SYMBOLS, eventually, expired_on_resume, log_ids, tick_ids
 from tests.servers import Server, run_ticker
 from tests.sse_client import Message, SSEStream
 
@@ -223,18 +223,12 @@ def test_reset_when_last_id_was_pruned(serve: Callable[..., Server], tmp_path: A
     assert done.returncode == 0, done.stderr
     assert "pruned 40 events" in done.stdout
 
-    def opening() -> Message | None:
-        """The frame after the retry, when it is the reset (else None: ask again)."""
-        with SSEStream(server.base + "/stream", {"Last-Event-ID": str(ids[5])}) as s:
-            frames = s.frames()
-            next(frames)
-            first = next(frames)
-        return first if first.event == "reset" else None
-
-    # Each worker's hub learns of the prune at its follower's next read (within
-    # a poll on SQLite, the NOTIFY's trip on PostgreSQL); until then it may
-    # replay from memory what was just deleted.
-    reset = eventually(opening, "every worker's hub knows the prune horizon")
+    # Each worker's hub learns of the prune at its follower's next read.
+    got = eventually(
+        lambda: expired_on_resume(server.base, ids[5]), "every hub knows the prune horizon"
+    )
+    reset = got[1]  # the frame after the retry
+    assert reset.event == "reset"
     assert reset.json()["reason"] == "expired"
     assert reset.id == str(ids[-1]) and reset.json()["head"] == ids[-1]
     assert [t["price"] for t in reset.json()["ticks"]] == ["50"]
