@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from tests.fakes import (
     SQLITE_ONLY,
@@ -155,6 +155,65 @@ def test_on_postgresql_another_process_append_wakes_the_follower(
             eventually(lambda a=added: hub.head == a, "the notified follower publishing", 3)
     finally:
         other.dispose()
+
+
+def _listening(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE query = :q AND state = 'idle'"
+        return bool(conn.scalar(text(query), {"q": f"LISTEN {log.CHANNEL}"}))
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_group_being_handed_over_is_not_read_back(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    """The notification of this process's own group comes as the group is handed over:
+    while the group is being written the follower leaves it to the hand-over."""
+    writing = threading.Event()
+    follower, hub = follow(pulse_interval=QUIET, appending=writing.is_set)
+    follower.poll_interval = QUIET  # only notifications (and hand-overs) move it
+    eventually(lambda: _listening(engine), "the follower listening", 10)
+    reads: list[object] = []
+    event.listen(engine, "checkout", lambda *_: reads.append(None))  # the follower's engine
+    group = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        for n in range(3):
+            writing.set()  # as GroupCommit.leading: from a group's first caller to its hand-over
+            ticks = [Tick(SYMBOLS[i % 3], f"{n}{i}.5", now_us()) for i in range(50)]
+            before, ids = log.append_after(group, ticks)
+            eventually(lambda i=ids[-1]: follower._notified == i, "the group's notification", 3)
+            time.sleep(0.05)  # ten times the deferral: a follower that read would have by now
+            events = [Event(i, t.symbol, t.price, t.ts) for i, t in zip(ids, ticks, strict=True)]
+            assert follower.published(before, events)  # the follower had not read them
+            writing.clear()
+    finally:
+        group.dispose()
+    assert reads == []
+    assert in_hub(hub, 0) == in_log(engine)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_another_process_append_is_read_once_this_process_stops_writing(
+    engine: Engine, follow: Callable[..., tuple[Follower, Hub]]
+) -> None:
+    """Deferred while this process writes a group that then fails (no hand-over comes):
+    the follower reads the other process's append as soon as the group is over."""
+    writing = threading.Event()
+    follower, hub = follow(pulse_interval=QUIET, appending=writing.is_set)
+    follower.poll_interval = QUIET
+    eventually(lambda: _listening(engine), "the follower listening", 10)
+    other = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        writing.set()
+        [added] = append(other)
+        eventually(lambda: follower._notified == added, "the notification", 3)
+        time.sleep(0.05)
+        assert hub.head < added  # left to the group's hand-over
+        writing.clear()  # the group failed: nothing is handed over
+        eventually(lambda: hub.head == added, "the follower reading the other's append", 1)
+    finally:
+        other.dispose()
+    assert in_hub(hub, 0) == in_log(engine)
 
 
 @SQLITE_ONLY

@@ -56,6 +56,7 @@ def build_state(settings: Settings) -> AppState:
         pulse_interval=settings.heartbeat / PULSES_PER_HEARTBEAT,
         on_pulse=lambda: streams.on_pulse(max_block),
         recent=recent,
+        appending=lambda: appends.leading,
     )
 
     def hand_over(before: int, events: list[Event]) -> None:
@@ -64,13 +65,14 @@ def build_state(settings: Settings) -> AppState:
         if not follower.published(before, events):
             follower.wake()
 
+    appends = GroupCommit(engine, on_commit=hand_over, on_group=metrics.on_append_group)
     return AppState(
         settings=settings,
         engine=engine,
         stream_engine=stream_engine,
         hub=hub,
         follower=follower,
-        appends=GroupCommit(engine, on_commit=hand_over, on_group=metrics.on_append_group),
+        appends=appends,
         streams=streams,
         producer=MeteredProducer(
             engine, settings, on_append=follower.wake, recent=recent, metrics=metrics

@@ -25,7 +25,9 @@ processes are found on SQLite by polling every ``poll_interval`` seconds (one
 cheap indexed query per process, however many clients are connected), and on
 PostgreSQL by ``LISTEN ticker_log`` on one dedicated connection per process
 (woken by notifications alone, of ids it has passed already, as this
-process's own appends handed over are, it reads nothing).  Notifications only
+process's own appends handed over are, it reads nothing; one that comes while
+this process writes a group waits for the group's hand-over, looking again
+every ``DEFER``).  Notifications only
 wake the follower; what it publishes always comes from the
 log.  A lost notification or listening connection therefore loses nothing:
 the follower still polls once a second, and every time the listener
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 PAGE = 2000
 LISTEN_POLL = 1.0  # PostgreSQL: the safety-net poll while LISTEN does the waking
+DEFER = 0.005  # how soon to look again at a notification deferred to a hand-over
 
 
 class Follower:
@@ -64,8 +67,12 @@ class Follower:
         pulse_interval: float = 1.0,
         on_pulse: Callable[[], object] = lambda: None,
         recent: RecentEvents | None = None,
+        appending: Callable[[], bool] = lambda: False,
     ) -> None:
         self.engine = engine
+        # Whether this process is writing a group of appends, whose hand-over
+        # (``published``) will publish it or, failing that, wake the follower.
+        self.appending = appending
         self.hub = hub
         self.recent = recent  # also handed every page, for this process's rollup
         self.symbols = tuple(symbols)  # whose newest event the hub keeps for snapshots
@@ -259,6 +266,7 @@ class Follower:
         backoff = self.poll_interval
         next_pulse = time.monotonic() + self.pulse_interval
         idle = False  # woken only by notifications of what it has published already
+        deferred = False  # ... or is about to: this process's own group, being handed over
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_pulse:  # idle streams wake up to send their keepalives
@@ -272,10 +280,20 @@ class Follower:
             except Exception:
                 logger.exception("follower could not read the log; retrying in %.1fs", backoff)
                 backoff = min(backoff * 2 + 0.1, 5.0)
-            woken = self._wake.wait(min(backoff, max(0.0, next_pulse - time.monotonic())))
+            timeout = min(backoff, max(0.0, next_pulse - time.monotonic()))
+            woken = self._wake.wait(min(timeout, DEFER) if deferred else timeout)
             self._wake.clear()
-            idle = woken and not self._asked and self._notified <= self.position
-            self._asked = False
+            asked, self._asked = self._asked, False
+            if woken or deferred:
+                # A notification of a group this process is writing comes at its
+                # commit, as the group's hand-over does: reading the group back
+                # would be wasted. Look again shortly; a hand-over that cannot
+                # publish (another process committed in between) asks.
+                behind = self._notified > self.position
+                deferred = not asked and behind and self.appending()
+                idle = not asked and (not behind or deferred)
+            else:
+                idle = False  # the poll every poll_interval
 
     def _listen(self) -> None:
         import psycopg
