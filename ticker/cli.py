@@ -8,20 +8,24 @@ import sys
 import threading
 from types import FrameType
 
-import click
-from alembic import command
-from alembic.config import Config
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from ticker import ROOT, create_app, logsetup
+import click
+
+from ticker import ROOT, logsetup
 from ticker.config import app_settings, load_log_settings
 from ticker.errors import ConfigError
-from ticker.lifecycle import make_scheduler
-from ticker.state import app_state
-from ticker.upkeep import prune_all
+
+# The app, SQLAlchemy and Alembic are imported by the commands that use them:
+# ``ticker serve`` only hands over to gunicorn, and a deploy waits for it.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from flask import Flask
 
 
 def _app() -> Flask:
+    from ticker import create_app
+
     try:
         return create_app()
     except ConfigError as exc:
@@ -30,6 +34,8 @@ def _app() -> Flask:
 
 def alembic_config(database_url: str) -> Config:
     """Return the Alembic config of the project, pointed at ``database_url``."""
+    from alembic.config import Config
+
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
@@ -39,11 +45,15 @@ def alembic_config(database_url: str) -> Config:
 
 def migrate(database_url: str, revision: str = "head") -> None:
     """Bring the database at ``database_url`` to ``revision``."""
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), revision)
 
 
 def upgrade(app: Flask, revision: str = "head") -> None:
     """Bring the app's database to ``revision``."""
+    from ticker.state import app_state
+
     migrate(app_state(app).settings.database_url, revision)
 
 
@@ -65,7 +75,11 @@ def db() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply the migrations up to REVISION (default: head)."""
-    upgrade(_app(), revision)
+    try:
+        url = app_settings().database_url
+    except ConfigError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from None
+    migrate(url, revision)  # not the whole app: gunicorn's master waits for this
 
 
 @main.command()
@@ -124,6 +138,9 @@ def serve(host: str, port: int, workers: int) -> None:
 )
 def produce(metrics_port: int | None, metrics_host: str) -> None:
     """Run the producer, its rollup and prune alone (for TICKER_PRODUCER=off on the web tier)."""
+    from ticker.lifecycle import make_scheduler
+    from ticker.state import app_state
+
     app = _app()
     state = app_state(app)
     settings, producer = state.settings, state.producer
@@ -155,6 +172,9 @@ def produce(metrics_port: int | None, metrics_host: str) -> None:
 @main.command()
 def prune() -> None:
     """Roll up into candles, then delete what TICKER_RETENTION and _CANDLE_RETENTION drop."""
+    from ticker.state import app_state
+    from ticker.upkeep import prune_all
+
     state = app_state(_app())
     deleted = prune_all(state.engine, state.settings)
     click.echo(f"pruned {deleted} events")

@@ -6,10 +6,10 @@ working directory, imports them, so ``gunicorn wsgi:app`` there (or, from
 elsewhere, with ``-c CHECKOUT/gunicorn.conf.py --chdir CHECKOUT``) runs the
 same way:
 
-- the master, on starting, checks the configuration, points
+- the master, on starting, checks the configuration and points
   ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports
-  ``prometheus_client`` (so ``/metrics`` adds up every worker), and applies
-  the migrations;
+  ``prometheus_client`` (so ``/metrics`` adds up every worker); once it
+  listens, it applies the migrations, and then starts the workers;
 - each worker, once it has loaded the app, starts its follower, its producer
   jobs and, under the gevent worker, its broadcaster;
 - on SIGTERM a worker stops accepting, ends every stream between two messages
@@ -91,13 +91,23 @@ def remove_multiprocess_dir(path: str | None) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """Check the configuration, prepare the workers' metrics directory, migrate the database."""
+    """Check the configuration, prepare the workers' metrics directory."""
     try:
         app_settings()
     except ConfigError as exc:
         raise RuntimeError(f"bad configuration: {exc}") from None  # gunicorn prints it, exits 1
     _check_worker_class(server.cfg.worker_class)
     os.environ[MULTIPROC_ENV] = prepare_multiprocess_dir(multiprocess_dir())
+
+
+def when_ready(server: Any) -> None:
+    """Migrate the database, listening already, before any worker starts.
+
+    gunicorn has bound the port by now: a client that connects while this runs
+    (a deploy's reconnecting streams) waits in the listen backlog and is served
+    by the first worker up, where a closed port would refuse it and send it
+    back to wait its whole retry delay again.
+    """
     # In a process of its own: the master must not import the app's stack
     # (psycopg picks how it waits when imported, before the gevent workers patch).
     migration = subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], check=False)

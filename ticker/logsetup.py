@@ -139,6 +139,7 @@ def logging_config(settings: LogSettings) -> dict[str, Any]:
                 "propagate": True,
             },
             "apscheduler": {"level": quiet},
+            "alembic.runtime.plugins": {"level": quiet},  # a line per plugin it loads
         },
     }
 
