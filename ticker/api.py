@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
-from decimal import Decimal
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from sqlalchemy.exc import OperationalError
 
-from ticker import candles, lease, lifecycle, log, market, params
-from ticker.config import SYMBOL_GRAMMAR, Settings, normalise_symbol
+from ticker import candles, lease, lifecycle, log, market, params, publish
 from ticker.errors import RequestError, error_response
-from ticker.events import Tick, exact_price, exact_size, format_ts, now_us, parse_ts
+from ticker.events import format_ts, now_us
 from ticker.sources import Source
 from ticker.state import app_state
 
@@ -23,10 +17,6 @@ bp = Blueprint("api", __name__)
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
-MAX_BATCH = 10_000
-# Numbers as Decimal, so no float rounds a price; made once (json.loads with
-# these arguments builds a decoder for every body).
-_JSON = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
 
 
 @bp.get("/api/symbols")
@@ -107,102 +97,23 @@ def list_ticks() -> Response:
     return jsonify({"ticks": [e.to_dict() for e in found], "next_after": next_after})
 
 
-def _check_token(settings: Settings) -> None:
-    if settings.publish_token is None:
-        raise RequestError(403, "publishing is disabled: set TICKER_PUBLISH_TOKEN to enable it")
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), settings.publish_token.encode()
-    ):
-        # Say that it failed and from where, never what was sent.
-        logger.warning(
-            "publish refused: missing or wrong bearer token",
-            extra={"request_id": g.request_id, "remote": request.remote_addr},
-        )
-        raise RequestError(401, "missing or wrong bearer token")
+@bp.post(publish.PATH)
+def publish_ticks() -> Response:
+    """Append a tick or a list of ticks from an outside producer, all or nothing.
 
-
-def _tick(item: Any, index: int, settings: Settings, received_us: int) -> Tick:
-    def bad(field: str, message: str, status: int = 422) -> RequestError:
-        return RequestError(status, f"item {index}: {field} {message}", index=index, field=field)
-
-    if not isinstance(item, dict):
-        raise bad("tick", "must be an object with symbol, price and optional ts and size", 400)
-    unexpected = sorted(set(item) - {"symbol", "price", "ts", "size"})
-    if unexpected:
-        raise bad(unexpected[0], "is not a tick field (symbol, price, ts, size)")
-    raw_symbol = item.get("symbol")
-    if not isinstance(raw_symbol, str):
-        raise bad("symbol", "is required and must be a string")
-    try:
-        symbol = normalise_symbol(raw_symbol)
-    except ValueError:
-        raise bad("symbol", f"{raw_symbol[:40]!r} is malformed: {SYMBOL_GRAMMAR}", 400) from None
-    if symbol not in settings.symbols:
-        raise bad("symbol", f"{symbol!r} is not tracked")
-    raw_price = item.get("price")
-    if raw_price is None:
-        raise bad("price", 'is required: a decimal string such as "67012.35"')
-    try:
-        price = exact_price(raw_price)
-    except ValueError as exc:
-        raise bad("price", str(exc)) from None
-    ts = received_us
-    raw_ts = item.get("ts")
-    if raw_ts is not None:
-        if not isinstance(raw_ts, str):
-            raise bad("ts", 'must be an ISO 8601 string such as "2026-11-21T10:00:00Z"')
-        try:
-            ts = parse_ts(raw_ts)
-        except ValueError as exc:
-            raise bad("ts", f"{raw_ts[:40]!r} is not ISO 8601 with a zone ({exc})") from None
-    size = None
-    raw_size = item.get("size")
-    if raw_size is not None:
-        try:
-            size = exact_size(raw_size)
-        except ValueError as exc:
-            raise bad("size", str(exc)) from None
-    return Tick(symbol, price, ts, size)
-
-
-@bp.post("/api/ticks")
-def publish() -> tuple[Response, int]:
-    """Append a tick or a list of ticks from an outside producer, all or nothing."""
-    settings = app_state().settings
-    _check_token(settings)
-    try:
-        data = request.get_data(cache=False)
-        body = _JSON.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
-    except RecursionError:
-        raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
-    items = body if isinstance(body, list) else [body]
-    if not items:
-        raise RequestError(400, "the body is an empty list: send at least one tick")
-    if len(items) > MAX_BATCH:
-        raise RequestError(413, f"too many ticks in one request: {len(items)}, at most {MAX_BATCH}")
-    received = now_us()
-    batch = [_tick(item, i, settings, received) for i, item in enumerate(items)]
-    state = app_state()
-    try:
-        ids = state.appends.append(batch)  # with the appends of other requests meanwhile
-    except OperationalError as exc:  # nothing of the batch committed
-        cause = str(exc.orig).strip() or type(exc.orig).__name__
-        state.writes.failure(cause)
-        state.metrics.append_failures.inc()
-        logger.warning("append failed: %s", cause)
-        raise RequestError(503, f"database unavailable, retry shortly: {cause}") from None
-    state.writes.success()  # committed, and handed to this process's hub (GroupCommit)
-    logger.debug(
-        "published",
-        extra={"request_id": g.request_id, "count": len(ids), "first": ids[0], "last": ids[-1]},
+    Answered in front of Flask by :func:`ticker.publish.publishing`, which
+    ``create_app`` installs; this rule keeps the URL map whole (the CORS
+    preflight and a 405 list the methods from it), and serves the same answer
+    to an app whose ``wsgi_app`` was wrapped without it.
+    """
+    status, body = publish.answer(
+        app_state(),
+        request.get_data(cache=False),
+        request.headers.get("Authorization"),
+        g.request_id,
+        request.environ,
     )
-    # As jsonify would write it, for a third of its cost.
-    body = '{"ids":[' + ",".join(map(str, ids)) + "]}\n"
-    return Response(body, mimetype="application/json"), 201
+    return Response(body, status=status, mimetype="application/json")
 
 
 def _iso_s(seconds: float | None) -> str | None:

@@ -19,6 +19,7 @@ from ticker.follower import Follower
 from ticker.hub import PULSES_PER_HEARTBEAT, Hub
 from ticker.log.group import GroupCommit
 from ticker.metrics import MeteredProducer, MeteredStreams, Metrics
+from ticker.publish import MAX_BODY, publishing
 from ticker.state import KEY, AppState
 from ticker.stream import Broadcaster, taking_over, write_timeout
 
@@ -27,7 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: load and check config, build its state, blueprints, errors, headers."""
     app = Flask("ticker", instance_path=str(INSTANCE), template_folder=str(ROOT / "templates"))
     settings = app_settings(test_config)
-    app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[KEY] = build_state(settings)
     app.register_blueprint(views.bp)
@@ -36,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _register_errors(app)
     headers.init_app(app)
     app.wsgi_app = taking_over(app.wsgi_app)  # type: ignore[method-assign,assignment]
+    app.wsgi_app = publishing(app.wsgi_app, app.extensions[KEY])  # type: ignore[method-assign,assignment]
     return app
 
 

@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 from types import FrameType
-
 from typing import TYPE_CHECKING
 
 import click

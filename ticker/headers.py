@@ -53,6 +53,26 @@ def request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def standard(request_id: str) -> list[tuple[str, str]]:
+    """Return the headers of every response: the security headers and the request id.
+
+    For an answer made outside Flask (``POST /api/ticks``, :mod:`ticker.publish`).
+    """
+    return [*SECURITY_HEADERS.items(), ("X-Request-ID", request_id)]
+
+
+def cors(origin: str | None, origins: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Return the CORS headers of an answer (not a preflight) on a CORS path to ``origin``."""
+    found = [] if "*" in origins else [("Vary", "Origin")]  # caches must not mix origins
+    allowed = _allowed(origin, origins)
+    if allowed is not None:
+        found += [
+            ("Access-Control-Allow-Origin", allowed),
+            ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
+        ]
+    return found
+
+
 def _assign_request_id() -> None:
     g.request_id = request_id(request.headers.get("X-Request-ID"))
 
@@ -72,15 +92,20 @@ def _cors_path(path: str) -> bool:
     return path == "/stream" or path.startswith("/api/")
 
 
-def _allowed_origin() -> str | None:
-    """Return the value of ``Access-Control-Allow-Origin`` for this request, if any."""
-    origin = request.headers.get("Origin")
-    if not origin or not _cors_path(request.path):
+def _allowed(origin: str | None, origins: tuple[str, ...]) -> str | None:
+    """Return the value of ``Access-Control-Allow-Origin`` for ``origin``, if it is allowed."""
+    if not origin:
         return None
-    origins = app_state().cors_origins
     if "*" in origins:
         return "*"
     return origin if origin.rstrip("/").lower() in origins else None
+
+
+def _allowed_origin() -> str | None:
+    """Return the value of ``Access-Control-Allow-Origin`` for this request, if any."""
+    if not _cors_path(request.path):
+        return None
+    return _allowed(request.headers.get("Origin"), app_state().cors_origins)
 
 
 def _answer_preflight() -> Response | None:
@@ -114,13 +139,7 @@ def _is_preflight() -> bool:
 def _allow_origin(response: Response) -> Response:
     if not _cors_path(request.path) or "Access-Control-Allow-Origin" in response.headers:
         return response  # not ours, or a preflight already answered
-    origins = app_state().cors_origins
-    if "*" not in origins:
-        response.headers.add(
-            "Vary", "Origin"
-        )  # caches must not serve one origin's answer to another
-    allowed = _allowed_origin()
-    if allowed is not None and not _is_preflight():  # only _answer_preflight grants those
-        response.headers["Access-Control-Allow-Origin"] = allowed
-        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    # Only _answer_preflight grants a preflight.
+    origin = None if _is_preflight() else request.headers.get("Origin")
+    response.headers.extend(cors(origin, app_state().cors_origins))
     return response
