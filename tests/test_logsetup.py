@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -140,3 +141,30 @@ def test_server_logs_are_json_lines_with_request_ids_and_no_secrets(
     text = log_path.read_text()
     assert TOKEN not in text and "not-the-token-xyz" not in text
     assert "authorization" not in text.lower()
+
+
+def test_a_stopping_workers_closed_listener_is_logged_as_info_not_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gevent import socket as gsocket
+    from gunicorn.config import Config
+
+    from ticker.logsetup import GunicornLogger
+
+    log = GunicornLogger(Config())
+    listener = gsocket.socket()
+    listener.close()  # as the gevent worker's listener is once it stops
+    log.error_log.setLevel(logging.DEBUG)
+    log.error_log.addHandler(caplog.handler)  # gunicorn's own logger does not propagate
+    try:
+        for failing in (listener.getsockname, lambda: os.read(-1, 1)):  # EBADF, elsewhere
+            try:
+                failing()
+            except OSError:
+                log.exception("Socket error processing request.")
+    finally:
+        log.error_log.removeHandler(caplog.handler)
+    first, second = caplog.records
+    assert first.levelno == logging.INFO and first.exc_info is None
+    assert "stopped listening" in first.getMessage()
+    assert second.levelno == logging.ERROR and second.exc_info is not None

@@ -16,10 +16,12 @@ request header, only the named fields below.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import logging.config
 import re
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -156,6 +158,33 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
         """Log the request when ``gunicorn.access`` takes INFO records."""
         if self.access_log.isEnabledFor(logging.INFO):
             super().access(resp, req, environ, request_time)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log an error with its traceback, but a stopping worker's closed listener at INFO.
+
+        A connection the gevent worker accepted just before it stopped
+        listening (every deploy's SIGTERM, while clients reconnect) fails in
+        ``listener.getsockname()`` with EBADF, and gunicorn logs that as an
+        ERROR with a traceback (benoitc/gunicorn#712).  Nothing went wrong:
+        gunicorn closes the connection and its client reconnects elsewhere.
+        """
+        error = sys.exc_info()[1]
+        if _closed_listener(error):
+            self.info("closed a connection accepted as the worker stopped listening")
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+def _closed_listener(error: BaseException | None) -> bool:
+    """Tell whether ``error`` is EBADF raised from a listening socket's ``getsockname``."""
+    if not isinstance(error, OSError) or error.errno != errno.EBADF:
+        return False
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "getsockname":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def configure(settings: LogSettings) -> None:
