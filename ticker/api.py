@@ -111,7 +111,7 @@ def publish_ticks() -> Response:
         request.get_data(cache=False),
         request.headers.get("Authorization"),
         g.request_id,
-        request.environ,
+        request.remote_addr,
     )
     return Response(body, status=status, mimetype="application/json")
 

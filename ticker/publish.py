@@ -49,7 +49,11 @@ def publishing(app: WSGIApp, state: AppState) -> WSGIApp:
             return app(environ, start_response)
         request_id = headers.request_id(environ.get("HTTP_X_REQUEST_ID"))
         status, body = answer(
-            state, _body(environ), environ.get("HTTP_AUTHORIZATION"), request_id, environ
+            state,
+            _body(environ),
+            environ.get("HTTP_AUTHORIZATION"),
+            request_id,
+            environ.get("REMOTE_ADDR"),
         )
         extra = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         extra += headers.standard(request_id)
@@ -82,11 +86,15 @@ def answer(
     data: bytes | None,
     authorization: str | None,
     request_id: str,
-    environ: dict[str, Any],
+    remote: str | None,
 ) -> tuple[int, bytes]:
-    """Append the ticks of a request's body; return the status and the JSON body to send."""
+    """Append the ticks of a request's body; return the status and the JSON body to send.
+
+    ``data`` is None when the body was larger than ``MAX_BODY``; ``remote``
+    is the client's address, for the log line of a refused token.
+    """
     try:
-        check_token(state.settings, authorization, request_id, environ.get("REMOTE_ADDR"))
+        check_token(state.settings, authorization, request_id, remote)
         if data is None:
             raise RequestError(413, f"the body is larger than {MAX_BODY} bytes")
         batch = parse(data, state.settings)
