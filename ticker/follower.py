@@ -47,6 +47,7 @@ from ticker import log, sse
 from ticker.candles.recent import RecentEvents
 from ticker.events import Event, now_us
 from ticker.hub import Hub
+from ticker.log.listen import listen
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,10 @@ class Follower:
             self._thread = threading.Thread(target=self._run, name="ticker-follower", daemon=True)
             self._thread.start()
             if self.listens:
-                threading.Thread(target=self._listen, name="ticker-listen", daemon=True).start()
+                args = (self.engine, self._stop, self.wake, self._notice)
+                listener = threading.Thread(target=listen, args=args, name="ticker-listen")
+                listener.daemon = True
+                listener.start()
 
     def _warm_up(self) -> None:
         """Restart the hub at the log's head, holding the log's newest window.
@@ -285,32 +289,10 @@ class Follower:
             self._wake.clear()
             asked, self._asked = self._asked, False
             if woken or deferred:
-                # A notification of a group this process is writing comes at its
-                # commit, as the group's hand-over does: reading the group back
-                # would be wasted. Look again shortly; a hand-over that cannot
-                # publish (another process committed in between) asks.
+                # This process's own group, notified at its commit: leave it to the
+                # hand-over, which asks when it cannot publish (see ARCHITECTURE).
                 behind = self._notified > self.position
                 deferred = not asked and behind and self.appending()
                 idle = not asked and (not behind or deferred)
             else:
                 idle = False  # the poll every poll_interval
-
-    def _listen(self) -> None:
-        import psycopg
-
-        url = self.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {log.CHANNEL}")
-                    self.wake()  # whatever committed while we were not listening
-                    backoff = 0.5
-                    while not self._stop.is_set():
-                        for notice in conn.notifies(timeout=1.0):
-                            self._notice(notice.payload)
-            except psycopg.Error as exc:
-                logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
