@@ -1,0 +1,79 @@
+"""ticker's gunicorn worker: gunicorn's gevent worker, stopping as soon as it is told to.
+
+gunicorn's ``GeventWorker`` looks at whether it should stop once a second,
+and, once stopped, at whether its connections have finished once a second:
+a deploy's SIGTERM cost the old process up to two seconds before it let go
+of its clients, who then found no server and waited another ``retry:``.
+This one looks every ``LOOK`` seconds, ends the streams as soon as it sees
+the stop (every stream ends between two messages and its client reconnects
+with its last id), and exits once the last connection has finished.
+Everything else (accepting, the request handling, the signals) is gunicorn's.
+
+Importing this module loads gevent and gunicorn's worker, not the app.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gunicorn.sock import ssl_context
+from gunicorn.workers import ggevent
+
+LOOK = 0.05  # seconds between two looks at the stop, then at the open connections
+NOTIFY = 1.0  # seconds between two heartbeats to the master (its timeout is 30 s)
+
+
+class GeventWorker(ggevent.GeventWorker):
+    """gunicorn's gevent worker that sees a SIGTERM within ``LOOK`` seconds, not one."""
+
+    def run(self) -> None:
+        servers = [self._serve(sock) for sock in self.sockets]
+        self._wait(lambda: self.alive)
+        self._stopping()
+        for server in servers:
+            server.close()  # the listener: no new connection comes to this process
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+
+        def busy() -> bool:
+            return any(s.pool.free_count() != s.pool.size for s in servers)
+
+        self._wait(lambda: busy() and time.monotonic() < deadline)
+        if busy():
+            self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+            for server in servers:
+                server.stop(timeout=1)
+
+    def _serve(self, sock: Any) -> StreamServer:
+        """Start accepting on ``sock``, each connection handled by gunicorn in a greenlet."""
+        sock.setblocking(1)
+        ssl = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        server = StreamServer(
+            sock, handle=partial(self.handle, sock), spawn=Pool(self.worker_connections), **ssl
+        )
+        if self.cfg.workers > 1:
+            server.max_accept = 1  # leave the next connection to a worker that is less busy
+        server.start()
+        return server
+
+    def _wait(self, condition: Any) -> None:
+        """Look at ``condition`` every ``LOOK`` seconds while it holds, beating the heart."""
+        beat = 0.0
+        while condition():
+            if time.monotonic() >= beat:
+                self.notify()
+                beat = time.monotonic() + NOTIFY
+            gevent.sleep(LOOK)
+
+    def _stopping(self) -> None:
+        """End the app's streams now, so that the open connections finish."""
+        from ticker import lifecycle
+        from ticker.gunicorn_conf import app_state
+
+        state = app_state(self)
+        if state is not None:
+            lifecycle.end_streams(state)
