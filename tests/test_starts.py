@@ -71,10 +71,10 @@ def test_plain_gunicorn_runs_like_ticker_serve(
     assert NOT_OURS not in log and NO_TAKEOVER not in log, log[-2000:]
 
 
-def urlopen_text(url: str) -> str:
+def urlopen_text(url: str, timeout: float = 10) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=10) as answer:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
         return str(answer.read().decode())
 
 
@@ -143,9 +143,69 @@ def test_a_start_without_the_fast_path_says_so_once_naming_what_to_use(
     assert "ticker serve" in lines[0] or "-k gevent" in lines[0], lines[0]
 
 
-def _answers(base: str) -> bool:
+def _answers(base: str, timeout: float = 10) -> bool:
     try:
-        urlopen_text(base + "/healthz")
+        urlopen_text(base + "/healthz", timeout=timeout)
     except OSError:
         return False
     return True
+
+
+# ---- the migrations of a start ----
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_workers_load_while_the_migrations_run_and_serve_only_once_they_are_done(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The workers start beside the master's migrations, and wait for them before they
+    touch the database: held here by a lock on the schema's version, taken before the
+    start and released once the workers have booted."""
+    url = db_url.replace("+psycopg", "")
+    import psycopg
+
+    port = free_port()
+    env = plain_env(db_url, port)
+    subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], env=env, check=True)
+    log = tmp_path / "server.log"
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        proc = run_logged([sys.executable, "-m", "ticker.cli", "serve"], env, ROOT, log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            eventually(lambda: log.read_text().count("Booting worker") == 2, "workers booting")
+            eventually(
+                lambda: _waiting_for_lock(url), "the migration waits for the lock", timeout=30
+            )
+            assert not _answers(base, timeout=1), "a worker served before the migrations ended"
+            holder.rollback()  # the migrations go on, then the workers
+            eventually(lambda: _answers(base), "answering once migrated", timeout=30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+    assert "Traceback" not in log.read_text()
+
+
+def _waiting_for_lock(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_start_whose_migrations_fail_stops_saying_so(tmp_path: Path) -> None:
+    missing = tmp_path / "no such directory" / "ticker.db"
+    port = free_port()
+    log = tmp_path / "server.log"
+    argv = [sys.executable, "-m", "ticker.cli", "serve"]
+    proc = run_logged(argv, plain_env(f"sqlite:///{missing}", port), ROOT, log)
+    assert proc.wait(60) == 3  # gunicorn's "Worker failed to boot"
+    text_ = log.read_text()
+    assert "unable to open database file" in text_  # the migrations' own error
+    assert "the migrations failed" in text_
+    assert "Exception in worker process" not in text_  # said once, by the master
+    assert not _answers(f"http://127.0.0.1:{port}")

@@ -26,8 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ticker import logsetup
+from ticker.boot_migration import Migration
 from ticker.config import MULTIPROC_ENV, app_settings, load_log_settings, multiprocess_dir
 from ticker.errors import ConfigError
 
@@ -102,18 +101,21 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    """Migrate the database, listening already, before any worker starts.
+    """Start the migrations, listening already; the workers start meanwhile and wait for them.
 
-    gunicorn has bound the port by now: a client that connects while this runs
+    gunicorn has bound the port by now: a client that connects while they run
     (a deploy's reconnecting streams) waits in the listen backlog and is served
     by the first worker up, where a closed port would refuse it and send it
-    back to wait its whole retry delay again.
+    back to wait its whole retry delay again.  The workers load the app while
+    the migrations run and touch the database only once they are done
+    (``ticker/boot_migration.py``).
     """
-    # In a process of its own: the master must not import the app's stack
-    # (psycopg picks how it waits when imported, before the gevent workers patch).
-    migration = subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], check=False)
-    if migration.returncode != 0:
-        raise RuntimeError(f"the migrations failed (exit {migration.returncode}), see above")
+    global _migration
+    _migration = Migration()
+    _migration.start()
+
+
+_migration: Migration | None = None  # this start's, in the master and (forked) its workers
 
 
 def _check_worker_class(worker_class: type) -> None:
@@ -167,6 +169,8 @@ def post_worker_init(worker: Any) -> None:
     state = app_state(worker)
     if state is None:
         return
+    if _migration is not None and not _migration.wait(worker):
+        return  # stopped before the migrations ended: nothing to start
     lifecycle.start(state, broadcast=isinstance(worker, GeventWorker))
     if not isinstance(worker, TickerWorker):  # which ends them itself, at once
         threading.Thread(target=_end_streams_on_shutdown, args=(worker,), daemon=True).start()
@@ -211,5 +215,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics directory made for this run."""
+    """Remove the metrics directory and the migrations' outcome made for this run."""
     remove_multiprocess_dir(multiprocess_dir())
+    if _migration is not None:
+        _migration.remove()

@@ -28,7 +28,7 @@ LOOK = 0.05  # seconds between two looks at the stop, then at the open connectio
 NOTIFY = 1.0  # seconds between two heartbeats to the master (its timeout is 30 s)
 
 
-class GeventWorker(ggevent.GeventWorker):
+class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has no types
     """gunicorn's gevent worker that sees a SIGTERM within ``LOOK`` seconds, not one."""
 
     def run(self) -> None:

@@ -1,0 +1,100 @@
+"""The migrations of a gunicorn start, run beside the workers' own start.
+
+gunicorn's master starts them once it listens (``when_ready``), in a process
+of their own (the master must not import the app's stack, see
+``gunicorn_conf``), and forks the workers at once: a worker loads the app
+while the migrations run, and waits for them (``Migration.wait``) before it
+touches the database.  A deploy's restart answers that much sooner.
+
+How a worker learns the outcome: the master's thread reads the migration
+process's output to its end and writes ``done`` or ``failed`` to a file of
+this start (``path``); workers, forked before or after, look at it.  The
+outcome comes from what the process printed, not from its exit status,
+because gunicorn's master reaps every child that exits, this one too, and a
+status reaped by another is read as 0.  A worker that finds ``failed`` exits
+with gunicorn's boot-error status, and gunicorn halts ("Worker failed to
+boot", exit 3).
+
+Importing this module loads nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("ticker.gunicorn")
+
+DONE, FAILED = "done", "failed"
+MARK = "ticker: migrations done"  # the process's last line of output, once it succeeded
+BOOT_ERROR = 3  # gunicorn's Arbiter.WORKER_BOOT_ERROR: the master halts with it
+LOOK = 0.02  # seconds between a waiting worker's looks at the outcome
+
+
+class Migration:
+    """One start's migrations: started by the master, awaited by each worker."""
+
+    def __init__(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="ticker-migration-")
+        os.close(fd)
+        self.path = Path(name)  # empty while they run
+
+    def start(self) -> None:
+        """Run ``ticker db upgrade`` in a process of its own; note its outcome when it ends."""
+        command = [sys.executable, "-c", _UPGRADE, MARK]
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._note, args=(child,), daemon=True).start()
+
+    def _note(self, child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None
+        lines = child.stdout.read().splitlines()
+        child.stdout.close()
+        for line in lines:
+            if line != MARK:
+                print(line)  # what the migrations printed, in the server's output
+        outcome = DONE if lines and lines[-1] == MARK else FAILED
+        if outcome == FAILED:
+            logger.error("the migrations failed, see above: the workers will not start")
+        self.path.write_text(outcome)
+
+    def wait(self, worker: Any) -> bool:
+        """Wait for the outcome in a booting worker; tell whether it may start.
+
+        Exits the worker with gunicorn's boot-error status when the
+        migrations failed (the master has said why), so gunicorn halts.  Keeps
+        telling the master the worker is alive meanwhile (a migration that
+        waits for a lock may take longer than gunicorn's worker timeout).
+        Returns False when the worker was stopped before they ended.
+        """
+        while not (outcome := self.path.read_text()):
+            if not worker.alive:
+                return False
+            worker.notify()
+            time.sleep(LOOK)
+        if outcome != DONE:
+            raise SystemExit(BOOT_ERROR)
+        return True
+
+    def remove(self) -> None:
+        """Delete the outcome's file (the master, on exit)."""
+        self.path.unlink(missing_ok=True)
+
+
+# ``ticker db upgrade``, then the mark, printed only when the command succeeded.
+_UPGRADE = """
+import sys
+from ticker.cli import main
+try:
+    main(["db", "upgrade"])
+except SystemExit as end:
+    if not end.code:
+        print(sys.argv[1], flush=True)
+    raise
+"""
