@@ -219,9 +219,9 @@ def test_metrics_add_up_what_a_test_did_across_two_workers(
     last = posted[-1]
     sent = 0
     for rid, stream in streams.items():
-        got = tick_ids(stream.ticks_until(lambda f: f.id is not None and int(f.id) >= last))
-        assert got == log_ids(server.db_url, ["BTC-USD", "AAPL"], after=snapshot_at[rid]), rid
-        sent += len(got)
+        ids = tick_ids(stream.ticks_until(lambda f: f.id is not None and int(f.id) >= last))
+        assert ids == log_ids(server.db_url, ["BTC-USD", "AAPL"], after=snapshot_at[rid]), rid
+        sent += len(ids)
 
     # A replay, and a reset for an id ahead of the head.
     replay = SSEStream(server.base + "/stream?symbols=ETH-USD", {"Last-Event-ID": str(first[-1])})
