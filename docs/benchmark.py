@@ -158,10 +158,15 @@ class Server:
         return self.log.read().decode(errors="replace")
 
     def workers(self) -> list[int]:
+        """The gunicorn workers: the master's children that run its command line.
+
+        (Not the migrations' process, a child too while it runs.)
+        """
         out = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         )
-        return [int(p) for p in out.stdout.split()]
+        master = Path(f"/proc/{self.proc.pid}/cmdline").read_bytes()
+        return [int(p) for p in out.stdout.split() if _cmdline(int(p)) == master]
 
     def cpu_seconds(self) -> float:
         total = 0
@@ -589,3 +594,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile

@@ -179,10 +179,15 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's children that run its command line.
+
+        (Not the migrations' process, a child too while it runs.)
+        """
         out = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         )
-        return [int(p) for p in out.stdout.split()]
+        master = Path(f"/proc/{self.proc.pid}/cmdline").read_bytes()
+        return [int(p) for p in out.stdout.split() if _cmdline(int(p)) == master]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -195,3 +200,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
