@@ -209,3 +209,55 @@ def test_a_start_whose_migrations_fail_stops_saying_so(tmp_path: Path) -> None:
     assert "the migrations failed" in text_
     assert "Exception in worker process" not in text_  # said once, by the master
     assert not _answers(f"http://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_under_reuse_port_a_starting_server_takes_no_connection_before_it_can_serve(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A deploy's overlap: the new server's workers listen only once ready, so while its
+    migrations wait (held by a lock here) every request goes to the old server."""
+    import json
+    import urllib.request
+
+    import psycopg
+
+    port = free_port()
+    env = {**plain_env(db_url, port), "GUNICORN_CMD_ARGS": "--reuse-port"}
+    serve_ = [sys.executable, "-m", "ticker.cli", "serve"]
+    old = run_logged(serve_, env, ROOT, tmp_path / "old.log")
+    new = None
+    base = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: _answers(base), "the old server answering", timeout=30)
+        old_pids = {
+            int(p)
+            for p in re.findall(
+                r"Booting worker with pid: (\d+)", (tmp_path / "old.log").read_text()
+            )
+        }
+        with psycopg.connect(db_url.replace("+psycopg", "")) as holder:
+            holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+            new = run_logged(serve_, env, ROOT, tmp_path / "new.log")
+            eventually(
+                lambda: (tmp_path / "new.log").read_text().count("Booting worker") == 2,
+                "the new workers booting",
+            )
+            eventually(lambda: _waiting_for_lock(db_url.replace("+psycopg", "")), "the lock held")
+            for _ in range(40):  # each on a connection of its own
+                with urllib.request.urlopen(base + "/healthz", timeout=3) as answer:
+                    assert json.load(answer)["streams"]["worker_pid"] in old_pids
+        answered = set()
+        eventually(
+            lambda: (
+                answered.add(json.loads(urlopen_text(base + "/healthz"))["streams"]["worker_pid"])
+                or not answered <= old_pids
+            ),
+            "the new server answering once migrated",
+            timeout=30,
+        )
+    finally:
+        for proc in (old, new):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(15)

@@ -7,6 +7,14 @@ of its clients, who then found no server and waited another ``retry:``.
 This one looks every ``LOOK`` seconds, ends the streams as soon as it sees
 the stop (every stream ends between two messages and its client reconnects
 with its last id), and exits once the last connection has finished.
+
+Under ``--reuse-port`` (two servers on one port, a deploy's overlap) gunicorn
+gives each worker a listening socket of its own as soon as it is forked, and
+the kernel starts handing it connections then: they waited while the app
+loaded and the migrations ran, a second or more.  This worker closes that
+socket at once and listens only when it is ready to serve, so until then the
+connections go to the servers that can answer them.
+
 Everything else (accepting, the request handling, the signals) is gunicorn's.
 
 Importing this module loads gevent and gunicorn's worker, not the app.
@@ -19,9 +27,10 @@ from functools import partial
 from typing import Any
 
 import gevent
+from gevent import socket
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gunicorn.sock import ssl_context
+from gunicorn.sock import create_sockets, ssl_context
 from gunicorn.workers import ggevent
 
 LOOK = 0.05  # seconds between two looks at the stop, then at the open connections
@@ -31,7 +40,24 @@ NOTIFY = 1.0  # seconds between two heartbeats to the master (its timeout is 30 
 class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has no types
     """gunicorn's gevent worker that sees a SIGTERM within ``LOOK`` seconds, not one."""
 
+    _listen_late = False  # a socket of its own (--reuse-port), opened once ready
+    sockets: list[Any]
+
+    def init_process(self) -> None:
+        if self.cfg.reuse_port and self.sockets:
+            # Created by gunicorn an instant ago; a connection in its backlog is reset.
+            for listener in self.sockets:
+                listener.close()
+            self.sockets, self._listen_late = [], True
+        super().init_process()
+
     def run(self) -> None:
+        if self._listen_late:
+            self._listeners = create_sockets(self.cfg, self.log)  # kept: they own the fds
+            self.sockets = [
+                socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.fileno())
+                for s in self._listeners
+            ]  # gevent's sockets on them, as gunicorn's patch() makes
         servers = [self._serve(sock) for sock in self.sockets]
         self._wait(lambda: self.alive)
         self._stopping()
