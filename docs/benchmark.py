@@ -100,6 +100,13 @@ def server_command(kind: str, port: int, workers: int) -> tuple[list[str], Path]
     raise ValueError(f"unknown server kind {kind!r}")
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
+
+
 class Server:
     """A server of ``kind`` pinned to ``cpus``, with its processes' CPU time and memory.
 
@@ -594,10 +601,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""  # gone meanwhile
