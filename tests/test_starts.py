@@ -186,6 +186,17 @@ def test_workers_load_while_the_migrations_run_and_serve_only_once_they_are_done
     assert "Traceback" not in log.read_text()
 
 
+def _alone_on_the_database(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return bool(row and row[0] == 0)
+
+
 def _waiting_for_lock(url: str) -> bool:
     import psycopg
 
@@ -261,3 +272,31 @@ def test_under_reuse_port_a_starting_server_takes_no_connection_before_it_can_se
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(15)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_server_stopped_while_its_migrations_wait_exits_cleanly(
+    db_url: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    url = db_url.replace("+psycopg", "")
+    port = free_port()
+    env = plain_env(db_url, port)
+    subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], env=env, check=True)
+    log = tmp_path / "server.log"
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        proc = run_logged([sys.executable, "-m", "ticker.cli", "serve"], env, ROOT, log)
+        try:
+            eventually(lambda: log.read_text().count("Booting worker") == 2, "workers booting")
+            eventually(lambda: _waiting_for_lock(url), "the migration waits for the lock")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(8) == 0  # not held up to the 10 s graceful timeout
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    # The migrations, let go, finish on their own, with nobody left to tell.
+    eventually(lambda: _alone_on_the_database(url), "the migrations finished")
+    text_ = log.read_text()
+    assert "Traceback" not in text_ and "ERROR" not in text_, text_[-2000:]

@@ -87,7 +87,8 @@ class Migration:
         self.path.unlink(missing_ok=True)
 
 
-# ``ticker db upgrade``, then the mark, printed only when the command succeeded.
+# ``ticker db upgrade``, then the mark, printed only when the command succeeded.  A
+# server stopped while they run lets them finish (SQLite's DDL is not transactional).
 _UPGRADE = """
 import sys
 from ticker.cli import main
@@ -95,6 +96,9 @@ try:
     main(["db", "upgrade"])
 except SystemExit as end:
     if not end.code:
-        print(sys.argv[1], flush=True)
+        try:
+            print(sys.argv[1], flush=True)
+        except BrokenPipeError:  # the server stopped meanwhile: nobody waits for the mark
+            sys.stdout = None
     raise
 """
