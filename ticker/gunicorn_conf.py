@@ -9,12 +9,13 @@ same way:
 - the master, on starting, checks the configuration and points
   ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports
   ``prometheus_client`` (so ``/metrics`` adds up every worker); once it
-  listens, it applies the migrations, and then starts the workers;
-- each worker, once it has loaded the app, starts its follower, its producer
-  jobs and, under the gevent worker, its broadcaster;
+  listens, it starts the migrations and the workers together;
+- each worker, once it has loaded the app and the migrations are done,
+  starts its follower, its producer jobs and, under the gevent worker, its
+  broadcaster;
 - on SIGTERM a worker stops accepting, ends every stream between two messages
-  within a second (clients reconnect, with their last id, to whichever server
-  answers), and exits, handing the producer lease on;
+  (ticker's gevent worker within 50 ms; clients reconnect, with their last id,
+  to whichever server answers), and exits, handing the producer lease on;
 - the master drops each dead worker's gauges, so ``/metrics`` stops counting
   its open streams.
 
