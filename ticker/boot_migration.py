@@ -67,8 +67,9 @@ class Migration:
     def wait(self, worker: Any) -> bool:
         """Wait for the outcome in a booting worker; tell whether it may start.
 
-        Exits the worker with gunicorn's boot-error status when the
-        migrations failed (the master has said why), so gunicorn halts.  Keeps
+        When the migrations failed (the master has said why), one worker exits
+        with gunicorn's boot-error status, so gunicorn halts, and the others
+        wait to be stopped.  Keeps
         telling the master the worker is alive meanwhile (a migration that
         waits for a lock may take longer than gunicorn's worker timeout).
         Returns False when the worker was stopped before they ended.
@@ -78,13 +79,35 @@ class Migration:
                 return False
             worker.notify()
             time.sleep(LOOK)
-        if outcome != DONE:
+        if outcome == DONE:
+            return True
+        if self._first_to_fail():
             raise SystemExit(BOOT_ERROR)
+        while worker.alive:  # until the master, halting on the first one's exit, stops it
+            worker.notify()
+            time.sleep(LOOK)
+        return False
+
+    def _first_to_fail(self) -> bool:
+        """Tell whether this worker is the one to exit with the boot error.
+
+        One only: gunicorn halts on the first, and a second one's, reaped while
+        it halts, would raise out of its halt (the master then exits 1, not 3).
+        """
+        try:
+            os.close(os.open(self._halting, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
         return True
 
+    @property
+    def _halting(self) -> str:
+        return f"{self.path}.halting"
+
     def remove(self) -> None:
-        """Delete the outcome's file (the master, on exit)."""
+        """Delete the outcome's files (the master, on exit)."""
         self.path.unlink(missing_ok=True)
+        Path(self._halting).unlink(missing_ok=True)
 
 
 # ``ticker db upgrade``, then the mark, printed only when the command succeeded.  A
