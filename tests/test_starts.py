@@ -7,7 +7,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -162,50 +163,62 @@ def test_workers_load_while_the_migrations_run_and_serve_only_once_they_are_done
     touch the database: held here by a lock on the schema's version, taken before the
     start and released once the workers have booted."""
     url = db_url.replace("+psycopg", "")
+    port = free_port()
+    log = tmp_path / "server.log"
+    with _migrations_held(url, plain_env(db_url, port), log) as (holder, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert not _answers(base, timeout=1), "a worker served before the migrations ended"
+        holder.rollback()  # the migrations go on, then the workers
+        eventually(lambda: _answers(base), "answering once migrated", timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert "Traceback" not in log.read_text()
+
+
+@contextmanager
+def _migrations_held(
+    url: str, env: dict[str, str], log: Path
+) -> Iterator[tuple[Any, subprocess.Popen[Any]]]:
+    """Start ``ticker serve`` with its migrations waiting for a lock on the schema's
+    version, taken before the start; yield the lock's connection and the server
+    once both workers have booted and the migrations wait."""
     import psycopg
 
-    port = free_port()
-    env = plain_env(db_url, port)
     subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], env=env, check=True)
-    log = tmp_path / "server.log"
     with psycopg.connect(url) as holder:
         holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
         proc = run_logged([sys.executable, "-m", "ticker.cli", "serve"], env, ROOT, log)
         try:
-            base = f"http://127.0.0.1:{port}"
             eventually(lambda: log.read_text().count("Booting worker") == 2, "workers booting")
-            eventually(
-                lambda: _waiting_for_lock(url), "the migration waits for the lock", timeout=30
-            )
-            assert not _answers(base, timeout=1), "a worker served before the migrations ended"
-            holder.rollback()  # the migrations go on, then the workers
-            eventually(lambda: _answers(base), "answering once migrated", timeout=30)
+            eventually(lambda: _waiting_for_lock(url), "the migration waits for the lock")
+            yield holder, proc
         finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) == 0
-    assert "Traceback" not in log.read_text()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def _alone_on_the_database(url: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    return bool(row and row[0] == 0)
+    return _other_sessions(url, "true") == 0
 
 
 def _waiting_for_lock(url: str) -> bool:
+    return _other_sessions(url, "wait_event_type = 'Lock'") > 0
+
+
+def _other_sessions(url: str, where: str) -> int:
+    """How many other sessions on the test's database match ``where`` (pg_stat_activity)."""
     import psycopg
 
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            f" AND pid <> pg_backend_pid() AND {where}"
         ).fetchone()
-    return bool(row and row[0])
+    return int(row[0]) if row else 0
 
 
 def test_a_start_whose_migrations_fail_stops_saying_so(tmp_path: Path) -> None:
@@ -234,71 +247,45 @@ def test_under_reuse_port_a_starting_server_takes_no_connection_before_it_can_se
     import json
     import urllib.request
 
-    import psycopg
-
     port = free_port()
     env = {**plain_env(db_url, port), "GUNICORN_CMD_ARGS": "--reuse-port"}
-    serve_ = [sys.executable, "-m", "ticker.cli", "serve"]
-    old = run_logged(serve_, env, ROOT, tmp_path / "old.log")
-    new = None
+    old = run_logged([sys.executable, "-m", "ticker.cli", "serve"], env, ROOT, tmp_path / "old.log")
     base = f"http://127.0.0.1:{port}"
     try:
         eventually(lambda: _answers(base), "the old server answering", timeout=30)
-        old_pids = {
-            int(p)
-            for p in re.findall(
-                r"Booting worker with pid: (\d+)", (tmp_path / "old.log").read_text()
-            )
-        }
-        with psycopg.connect(db_url.replace("+psycopg", "")) as holder:
-            holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
-            new = run_logged(serve_, env, ROOT, tmp_path / "new.log")
-            eventually(
-                lambda: (tmp_path / "new.log").read_text().count("Booting worker") == 2,
-                "the new workers booting",
-            )
-            eventually(lambda: _waiting_for_lock(db_url.replace("+psycopg", "")), "the lock held")
+        booted = (tmp_path / "old.log").read_text()
+        old_pids = {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", booted)}
+        url = db_url.replace("+psycopg", "")
+        with _migrations_held(url, env, tmp_path / "new.log") as (holder, _):
             for _ in range(40):  # each on a connection of its own
                 with urllib.request.urlopen(base + "/healthz", timeout=3) as answer:
                     assert json.load(answer)["streams"]["worker_pid"] in old_pids
-        answered = set()
-        eventually(
-            lambda: (
-                answered.add(json.loads(urlopen_text(base + "/healthz"))["streams"]["worker_pid"])
-                or not answered <= old_pids
-            ),
-            "the new server answering once migrated",
-            timeout=30,
-        )
+            holder.rollback()  # the migrations go on, then the new workers
+            answered = set()
+            eventually(
+                lambda: (
+                    answered.add(
+                        json.loads(urlopen_text(base + "/healthz"))["streams"]["worker_pid"]
+                    )
+                    or not answered <= old_pids
+                ),
+                "the new server answering once migrated",
+                timeout=30,
+            )
     finally:
-        for proc in (old, new):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(15)
+        old.send_signal(signal.SIGTERM)
+        old.wait(15)
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_server_stopped_while_its_migrations_wait_exits_cleanly(
     db_url: str, tmp_path: Path
 ) -> None:
-    import psycopg
-
     url = db_url.replace("+psycopg", "")
-    port = free_port()
-    env = plain_env(db_url, port)
-    subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], env=env, check=True)
     log = tmp_path / "server.log"
-    with psycopg.connect(url) as holder:
-        holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
-        proc = run_logged([sys.executable, "-m", "ticker.cli", "serve"], env, ROOT, log)
-        try:
-            eventually(lambda: log.read_text().count("Booting worker") == 2, "workers booting")
-            eventually(lambda: _waiting_for_lock(url), "the migration waits for the lock")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(8) == 0  # not held up to the 10 s graceful timeout
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with _migrations_held(url, plain_env(db_url, free_port()), log) as (_, proc):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(8) == 0  # not held up to the 10 s graceful timeout
     # The migrations, let go, finish on their own, with nobody left to tell.
     eventually(lambda: _alone_on_the_database(url), "the migrations finished")
     text_ = log.read_text()
