@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +70,18 @@ class Migration:
 
         When the migrations failed (the master has said why), one worker exits
         with gunicorn's boot-error status, so gunicorn halts, and the others
-        wait to be stopped.  Keeps
-        telling the master the worker is alive meanwhile (a migration that
-        waits for a lock may take longer than gunicorn's worker timeout).
-        Returns False when the worker was stopped before they ended.
+        wait to be stopped.  Keeps telling the master the worker is alive
+        meanwhile (a migration that waits for a lock may take longer than
+        gunicorn's worker timeout).  Returns False when the worker was stopped
+        before it could start.
         """
-        while not (outcome := self.path.read_text()):
-            if not worker.alive:
-                return False
-            worker.notify()
-            time.sleep(LOOK)
+        _alive_while(worker, lambda: not self.path.read_text())
+        outcome = self.path.read_text()
         if outcome == DONE:
             return True
-        if self._first_to_fail():
+        if outcome == FAILED and self._first_to_fail():
             raise SystemExit(BOOT_ERROR)
-        while worker.alive:  # until the master, halting on the first one's exit, stops it
-            worker.notify()
-            time.sleep(LOOK)
+        _alive_while(worker, lambda: True)  # until the master, halting, stops it
         return False
 
     def _first_to_fail(self) -> bool:
@@ -108,6 +104,13 @@ class Migration:
         """Delete the outcome's files (the master, on exit)."""
         self.path.unlink(missing_ok=True)
         Path(self._halting).unlink(missing_ok=True)
+
+
+def _alive_while(worker: Any, condition: Callable[[], bool]) -> None:
+    """Look at ``condition`` every ``LOOK`` seconds while it holds and the worker runs."""
+    while worker.alive and condition():
+        worker.notify()
+        time.sleep(LOOK)
 
 
 # ``ticker db upgrade``, then the mark, printed only when the command succeeded.  A
