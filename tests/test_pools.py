@@ -3,7 +3,8 @@
 A reconnect storm that replays from the log can take every connection the
 streams have; publishing, the producer's reads and ``/healthz`` use the app's
 pool and keep answering.  The tests hold every connection of the streams'
-pool, on SQLite and PostgreSQL, and use the rest of the app meanwhile.
+pool, on SQLite and PostgreSQL, and use the rest of the app meanwhile; and,
+when the app's own pool has none left, its requests get a 503 that says so.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tests.fakes import QUIET, SYMBOLS, TOKEN
 from ticker import lifecycle
@@ -70,3 +72,32 @@ def test_publishing_and_health_answer_while_the_streams_hold_every_connection(
         state.follower.poll()
         messages = list(opening(app))
         assert messages[1].startswith(f"id: {ids[-1]}\nevent: snapshot\n".encode())
+
+
+def exhausted(engine: Engine) -> ExitStack:
+    """Check out connections from ``engine`` until none comes free (its timeout made short)."""
+    pool: Any = engine.pool
+    pool._timeout = 0.2  # QueuePool's wait for a free connection; 30 s in ticker
+    stack = ExitStack()
+    try:
+        while True:
+            stack.enter_context(engine.connect())
+    except PoolTimeout:
+        return stack
+
+
+def test_an_exhausted_pool_is_a_503_naming_it_and_the_app_recovers(app: Flask) -> None:
+    state = app_state(app)
+    client = app.test_client()
+    busy = "database busy: no connection came free, retry shortly"
+    with exhausted(state.engine):
+        answer = post(app, [{"symbol": "BTC-USD", "price": "1.5"}])
+        assert (answer.status_code, answer.json["error"]) == (503, busy)
+        page = client.get("/api/ticks?symbol=BTC-USD")
+        assert (page.status_code, page.json["error"]) == (503, busy)
+    with state.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ticks")).scalar() == 0  # nothing written
+    answer = post(app, [{"symbol": "BTC-USD", "price": "1.5"}])
+    assert answer.status_code == 201, answer.json
+    page = client.get("/api/ticks?symbol=BTC-USD")
+    assert [t["id"] for t in page.json["ticks"]] == answer.json["ids"]
