@@ -159,9 +159,9 @@ def _answers(base: str, timeout: float = 10) -> bool:
 def test_workers_load_while_the_migrations_run_and_serve_only_once_they_are_done(
     db_url: str, tmp_path: Path
 ) -> None:
-    """The workers start beside the master's migrations, and wait for them before they
-    touch the database: held here by a lock on the schema's version, taken before the
-    start and released once the workers have booted."""
+    """A worker that cannot read the schema's version (a migration elsewhere holds it:
+    here a lock taken before the start, released once the workers have booted) asks
+    for the migrations, and waits for them before it touches the database."""
     url = db_url.replace("+psycopg", "")
     port = free_port()
     log = tmp_path / "server.log"
@@ -175,13 +175,49 @@ def test_workers_load_while_the_migrations_run_and_serve_only_once_they_are_done
     assert "Traceback" not in log.read_text()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_start_migrates_a_database_behind_and_only_reads_one_at_head(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Each worker reads the schema's version; the migrations run only when it is behind."""
+    from alembic.script import ScriptDirectory
+
+    env = {**plain_env(db_url, free_port()), "TICKER_LOG_LEVEL": "INFO", "WEB_CONCURRENCY": "2"}
+    upgrade = [sys.executable, "-m", "ticker.cli", "db", "upgrade"]
+    subprocess.run([*upgrade, "0002"], env=env, check=True, capture_output=True)
+
+    behind = _served(env, tmp_path / "behind.log")
+    assert "Running upgrade 0002 -> 0003" in behind  # the migrations' process, logging
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    assert version == ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+
+    at_head = _served(env, tmp_path / "at-head.log")
+    assert at_head.count("Booting worker") == 2
+    assert "alembic" not in at_head  # no migrations' process ran
+
+
+def _served(env: dict[str, str], log: Path) -> str:
+    """Start ``ticker serve``, wait until it answers, stop it; return what it logged."""
+    proc = run_logged([sys.executable, "-m", "ticker.cli", "serve"], env, ROOT, log)
+    try:
+        eventually(lambda: _answers(f"http://127.0.0.1:{env['PORT']}"), "answering", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    return log.read_text()
+
+
 @contextmanager
 def _migrations_held(
     url: str, env: dict[str, str], log: Path
 ) -> Iterator[tuple[Any, subprocess.Popen[Any]]]:
-    """Start ``ticker serve`` with its migrations waiting for a lock on the schema's
-    version, taken before the start; yield the lock's connection and the server
-    once both workers have booted and the migrations wait."""
+    """Start ``ticker serve`` with a lock on the schema's version taken before the start:
+    the workers cannot read it, so its migrations run and wait for the lock; yield the
+    lock's connection and the server once both workers have booted and the migrations
+    wait."""
     import psycopg
 
     subprocess.run([sys.executable, "-m", "ticker.cli", "db", "upgrade"], env=env, check=True)

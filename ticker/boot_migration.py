@@ -1,14 +1,18 @@
-"""The migrations of a gunicorn start, run beside the workers' own start.
+"""The migrations of a gunicorn start, run only when a worker finds the database behind.
 
-gunicorn's master starts them once it listens (``when_ready``), in a process
-of their own (the master must not import the app's stack, see
-``gunicorn_conf``), and forks the workers at once: a worker loads the app
-while the migrations run, and waits for them (``Migration.wait``) before it
-touches the database.  A deploy's restart answers that much sooner.
+A deploy's restart is usually a start on a database already at this code's
+newest migration: each worker, once it has loaded the app, looks (a read of
+the schema's version, ``cli.at_head``) and serves at once.  Only a worker that
+finds the database behind, or cannot tell (it does not answer, or on
+PostgreSQL a migration elsewhere holds the version), asks the master for
+them, and waits for their outcome (``Migration.wait``) before it touches the
+database.  The master runs them once, in a process of its own (it must not
+import the app's stack, see ``gunicorn_conf``): ``ticker db upgrade``, which
+waits its turn when another process migrates the same database.
 
-How a worker learns the outcome: the master's thread reads the migration
-process's output to its end and writes ``done`` or ``failed`` to a file of
-this start (``path``); workers, forked before or after, look at it.  The
+How they talk: a pipe made before the first fork, on which a worker writes
+a byte to ask; and a file of this start (``path``) to which the master's
+thread writes ``done`` or ``failed`` once the migrations' process ended.  The
 outcome comes from what the process printed, not from its exit status,
 because gunicorn's master reaps every child that exits, this one too, and a
 status reaped by another is read as 0.  A worker that finds ``failed`` exits
@@ -40,18 +44,23 @@ LOOK = 0.02  # seconds between a waiting worker's looks at the outcome
 
 
 class Migration:
-    """One start's migrations: started by the master, awaited by each worker."""
+    """One start's migrations: asked for by a worker, run by the master, awaited by the workers."""
 
     def __init__(self) -> None:
         fd, name = tempfile.mkstemp(prefix="ticker-migration-")
         os.close(fd)
-        self.path = Path(name)  # empty while they run
+        self.path = Path(name)  # empty until they have run
+        self._asked, self._ask = os.pipe()  # inherited by every worker forked later
 
     def start(self) -> None:
-        """Run ``ticker db upgrade`` in a process of its own; note its outcome when it ends."""
+        """Wait, in a thread of the master, for a worker to ask for the migrations; run them."""
+        threading.Thread(target=self._run_when_asked, daemon=True).start()
+
+    def _run_when_asked(self) -> None:
+        os.read(self._asked, 1)  # once: the workers that ask later wait for the same outcome
         command = [sys.executable, "-c", _UPGRADE, MARK]
         child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        threading.Thread(target=self._note, args=(child,), daemon=True).start()
+        self._note(child)
 
     def _note(self, child: subprocess.Popen[str]) -> None:
         assert child.stdout is not None
@@ -65,16 +74,22 @@ class Migration:
             logger.error("the migrations failed, see above: the workers will not start")
         self.path.write_text(outcome)
 
-    def wait(self, worker: Any) -> bool:
-        """Wait for the outcome in a booting worker; tell whether it may start.
+    def wait(self, worker: Any, at_head: Callable[[], bool]) -> bool:
+        """In a booting worker, make sure the database is migrated; tell whether it may start.
 
-        When the migrations failed (the master has said why), one worker exits
-        with gunicorn's boot-error status, so gunicorn halts, and the others
-        wait to be stopped.  Keeps telling the master the worker is alive
-        meanwhile (a migration that waits for a lock may take longer than
-        gunicorn's worker timeout).  Returns False when the worker was stopped
-        before it could start.
+        ``at_head`` tells whether the database is at this code's newest
+        migration.  When it is not, the worker asks the master for the
+        migrations and waits for their outcome.  When they failed (the master
+        has said why), one worker exits with gunicorn's boot-error status, so
+        gunicorn halts, and the others wait to be stopped.  Keeps telling the
+        master the worker is alive meanwhile (a migration that waits for a lock
+        may take longer than gunicorn's worker timeout).  Returns False when
+        the worker was stopped before it could start.
         """
+        if not self.path.read_text():
+            if at_head():
+                return True
+            os.write(self._ask, b"!")
         _alive_while(worker, lambda: not self.path.read_text())
         outcome = self.path.read_text()
         if outcome == DONE:

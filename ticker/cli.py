@@ -20,6 +20,7 @@ from ticker.errors import ConfigError
 if TYPE_CHECKING:
     from alembic.config import Config
     from flask import Flask
+    from sqlalchemy import Engine
 
 
 def _app() -> Flask:
@@ -47,6 +48,28 @@ def migrate(database_url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(database_url), revision)
+
+
+def at_head(engine: Engine, lock_wait_ms: int = 200) -> bool:
+    """Tell whether the database of ``engine`` is at this code's newest migration.
+
+    False as well when it cannot tell: the database does not answer, has no
+    schema yet, or on PostgreSQL a migration holds the schema's version longer
+    than ``lock_wait_ms``.  Reads only (Alembic's own version table).
+    """
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    heads = set(ScriptDirectory(str(ROOT / "migrations")).get_heads())
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text(f"SET LOCAL lock_timeout = {int(lock_wait_ms)}"))
+            current = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    except SQLAlchemyError:
+        return False
+    return current == heads
 
 
 def upgrade(app: Flask, revision: str = "head") -> None:

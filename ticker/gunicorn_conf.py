@@ -9,10 +9,10 @@ same way:
 - the master, on starting, checks the configuration and points
   ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports
   ``prometheus_client`` (so ``/metrics`` adds up every worker); once it
-  listens, it starts the migrations and the workers together;
-- each worker, once it has loaded the app and the migrations are done,
-  starts its follower, its producer jobs and, under the gevent worker, its
-  broadcaster;
+  listens, it forks the workers, and runs the migrations when one asks;
+- each worker, once it has loaded the app and found the database migrated
+  (or asked for the migrations and seen them done), starts its follower, its
+  producer jobs and, under the gevent worker, its broadcaster;
 - on SIGTERM a worker stops accepting, ends every stream between two messages
   (ticker's gevent worker within 50 ms; clients reconnect, with their last id,
   to whichever server answers), and exits, handing the producer lease on;
@@ -102,14 +102,15 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    """Start the migrations, listening already; the workers start meanwhile and wait for them.
+    """Be ready to run the migrations when a worker finds the database behind.
 
-    gunicorn has bound the port by now: a client that connects while they run
-    (a deploy's reconnecting streams) waits in the listen backlog and is served
-    by the first worker up, where a closed port would refuse it and send it
-    back to wait its whole retry delay again.  The workers load the app while
-    the migrations run and touch the database only once they are done
-    (``ticker/boot_migration.py``).
+    gunicorn has bound the port by now: a client that connects while the
+    workers start (a deploy's reconnecting streams) waits in the listen
+    backlog and is served by the first worker up, where a closed port would
+    refuse it and send it back to wait its whole retry delay again.  Each
+    worker loads the app, then reads the schema's version; only when it is
+    behind do the migrations run, and the workers touch the database only once
+    they are done (``ticker/boot_migration.py``).
     """
     global _migration
     _migration = Migration()
@@ -165,12 +166,13 @@ def post_worker_init(worker: Any) -> None:
     from gunicorn.workers.ggevent import GeventWorker
 
     from ticker import lifecycle
+    from ticker.cli import at_head
     from ticker.worker import GeventWorker as TickerWorker
 
     state = app_state(worker)
     if state is None:
         return
-    if _migration is not None and not _migration.wait(worker):
+    if _migration is not None and not _migration.wait(worker, lambda: at_head(state.engine)):
         return  # stopped before the migrations ended: nothing to start
     lifecycle.start(state, broadcast=isinstance(worker, GeventWorker))
     if not isinstance(worker, TickerWorker):  # which ends them itself, at once
