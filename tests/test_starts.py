@@ -7,9 +7,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +22,8 @@ from tests.fakes import eventually
 from tests.servers import Server, free_port
 from tests.sse_client import SSEStream
 from ticker import ROOT
+from ticker.boot_migration import LOOK_LIMIT, Migration
+from ticker.cli import at_head
 
 pytestmark = pytest.mark.server
 
@@ -197,6 +202,27 @@ def test_a_start_migrates_a_database_behind_and_only_reads_one_at_head(
     at_head = _served(env, tmp_path / "at-head.log")
     assert at_head.count("Booting worker") == 2
     assert "alembic" not in at_head  # no migrations' process ran
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_worker_that_cannot_read_the_version_in_time_asks_for_the_migrations(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that does not answer must not hold a booting worker: past the limit it
+    asks the master, whose migrations run (here, on a fresh database, they succeed)."""
+    monkeypatch.setenv("TICKER_DATABASE_URL", db_url)  # for the migrations' process
+    migration = Migration()
+    migration.start()  # the master's side, in this process
+    worker = SimpleNamespace(alive=True, notify=lambda: None)  # what gunicorn's offers
+    hung = threading.Event()
+    began = time.monotonic()
+    try:
+        assert migration.wait(worker, lambda: hung.wait(60))
+    finally:
+        hung.set()
+        migration.remove()
+    assert time.monotonic() - began < LOOK_LIMIT + 20
+    assert at_head(create_engine(db_url))
 
 
 def _served(env: dict[str, str], log: Path) -> str:

@@ -41,6 +41,7 @@ DONE, FAILED = "done", "failed"
 MARK = "ticker: migrations done"  # the process's last line of output, once it succeeded
 BOOT_ERROR = 3  # gunicorn's Arbiter.WORKER_BOOT_ERROR: the master halts with it
 LOOK = 0.02  # seconds between a waiting worker's looks at the outcome
+LOOK_LIMIT = 2.0  # seconds a worker waits for the schema's version before it asks
 
 
 class Migration:
@@ -87,8 +88,10 @@ class Migration:
         the worker was stopped before it could start.
         """
         if not self.path.read_text():
-            if at_head():
+            if _answered_within(worker, LOOK_LIMIT, at_head):
                 return True
+            if not worker.alive:
+                return False  # stopped meanwhile: no migrations asked for
             os.write(self._ask, b"!")
         _alive_while(worker, lambda: not self.path.read_text())
         outcome = self.path.read_text()
@@ -119,6 +122,21 @@ class Migration:
         """Delete the outcome's files (the master, on exit)."""
         self.path.unlink(missing_ok=True)
         Path(self._halting).unlink(missing_ok=True)
+
+
+def _answered_within(worker: Any, seconds: float, check: Callable[[], bool]) -> bool:
+    """Run ``check`` in a thread of its own; tell whether it said True within ``seconds``.
+
+    A database that does not answer (a host gone: a connect can hang for
+    minutes) must not hold the worker without a heartbeat, nor keep the
+    migrations, which then fail and say why, from being asked for.
+    """
+    said: list[bool] = []
+    thread = threading.Thread(target=lambda: said.append(check()), daemon=True)
+    thread.start()
+    end = time.monotonic() + seconds
+    _alive_while(worker, lambda: thread.is_alive() and time.monotonic() < end)
+    return said == [True]
 
 
 def _alive_while(worker: Any, condition: Callable[[], bool]) -> None:
