@@ -22,7 +22,7 @@ from tests.fakes import eventually
 from tests.servers import Server, free_port
 from tests.sse_client import SSEStream
 from ticker import ROOT
-from ticker.boot_migration import LOOK_LIMIT, Migration
+from ticker.boot_migration import VERSION_WAIT, Migration
 from ticker.cli import at_head
 
 pytestmark = pytest.mark.server
@@ -221,7 +221,7 @@ def test_a_worker_that_cannot_read_the_version_in_time_asks_for_the_migrations(
     finally:
         hung.set()
         migration.remove()
-    assert time.monotonic() - began < LOOK_LIMIT + 20
+    assert time.monotonic() - began < VERSION_WAIT + 20
     assert at_head(create_engine(db_url))
 
 

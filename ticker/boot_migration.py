@@ -41,7 +41,7 @@ DONE, FAILED = "done", "failed"
 MARK = "ticker: migrations done"  # the process's last line of output, once it succeeded
 BOOT_ERROR = 3  # gunicorn's Arbiter.WORKER_BOOT_ERROR: the master halts with it
 LOOK = 0.02  # seconds between a waiting worker's looks at the outcome
-LOOK_LIMIT = 2.0  # seconds a worker waits for the schema's version before it asks
+VERSION_WAIT = 2.0  # seconds a worker waits for the schema's version before it asks
 
 
 class Migration:
@@ -88,7 +88,7 @@ class Migration:
         the worker was stopped before it could start.
         """
         if not self.path.read_text():
-            if _answered_within(worker, LOOK_LIMIT, at_head):
+            if _answered_within(worker, VERSION_WAIT, at_head):
                 return True
             if not worker.alive:
                 return False  # stopped meanwhile: no migrations asked for
