@@ -22,7 +22,7 @@ from tests.fakes import eventually
 from tests.servers import Server, free_port
 from tests.sse_client import SSEStream
 from ticker import ROOT
-from ticker.boot_migration import VERSION_WAIT, Migration
+from ticker.boot_migration import THREAD, VERSION_WAIT, Migration
 from ticker.cli import at_head
 
 pytestmark = pytest.mark.server
@@ -223,6 +223,25 @@ def test_a_worker_that_cannot_read_the_version_in_time_asks_for_the_migrations(
         migration.remove()
     assert time.monotonic() - began < VERSION_WAIT + 20
     assert at_head(create_engine(db_url))
+
+
+def test_the_master_thread_waiting_to_run_the_migrations_takes_no_signal() -> None:
+    """gunicorn's handlers run in the master's main thread: a SIGTERM or SIGCHLD the kernel
+    gave to a thread waiting on a pipe would wait for the main thread's next timeout."""
+    migration = Migration()
+    migration.start()
+    wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+    try:
+        thread = next(t for t in threading.enumerate() if t.name == THREAD)
+        status = Path(f"/proc/self/task/{thread.native_id}/status")
+
+        def blocked() -> set[int]:
+            mask = int(re.findall(r"^SigBlk:\s*([0-9a-f]+)$", status.read_text(), re.M)[0], 16)
+            return {n for n in wanted if mask & (1 << (n - 1))}
+
+        eventually(lambda: blocked() == set(wanted), "the waiting thread blocks signals")
+    finally:
+        migration.remove()
 
 
 def _served(env: dict[str, str], log: Path) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ DONE, FAILED = "done", "failed"
 MARK = "ticker: migrations done"  # the process's last line of output, once it succeeded
 BOOT_ERROR = 3  # gunicorn's Arbiter.WORKER_BOOT_ERROR: the master halts with it
 LOOK = 0.02  # seconds between a waiting worker's looks at the outcome
+THREAD = "ticker-migrations"  # the master's thread that runs them when asked
 VERSION_WAIT = 2.0  # seconds a worker waits for the schema's version before it asks
 
 
@@ -55,10 +57,15 @@ class Migration:
 
     def start(self) -> None:
         """Wait, in a thread of the master, for a worker to ask for the migrations; run them."""
-        threading.Thread(target=self._run_when_asked, daemon=True).start()
+        threading.Thread(target=self._run_when_asked, name=THREAD, daemon=True).start()
 
     def _run_when_asked(self) -> None:
+        # The wait may last as long as the master: no signal may be delivered to this
+        # thread meanwhile, where it would not wake gunicorn's main thread (which runs
+        # the handlers) until its next timeout.  The migrations' process gets the usual mask.
+        usual = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         os.read(self._asked, 1)  # once: the workers that ask later wait for the same outcome
+        signal.pthread_sigmask(signal.SIG_SETMASK, usual)
         command = [sys.executable, "-c", _UPGRADE, MARK]
         child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self._note(child)
