@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from tests.fakes import eventually
 from ticker import db, log
@@ -68,3 +70,31 @@ def test_the_checkpoint_thread_ends_when_writes_stop_and_comes_back_with_them(
     eventually(lambda: not running(), "the checkpoint thread ended", 10)
     log.append(engine, [Tick("BTC-USD", "2.5", T0)])
     assert running()
+
+
+@pytest.mark.parametrize(("query", "limit"), [("", db.CONNECT_TIMEOUT), ("?connect_timeout=1", 1)])
+def test_a_postgresql_host_that_never_answers_fails_the_connection_in_time(
+    query: str, limit: float
+) -> None:
+    """A host that takes the connection and says nothing (a hung server, a black-holed
+    proxy) fails it after the timeout, the URL's own when it names one."""
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never answers
+    port = silent.getsockname()[1]
+    engine = db.make_engine(f"postgresql+psycopg://root@127.0.0.1:{port}/test{query}")
+    failed: list[tuple[float, Exception]] = []
+
+    def connect() -> None:
+        try:
+            engine.connect()
+        except OperationalError as exc:
+            failed.append((time.monotonic() - began, exc))
+
+    began = time.monotonic()
+    attempt = threading.Thread(target=connect, daemon=True)  # without a timeout: for ever
+    attempt.start()
+    attempt.join(limit + 3)
+    silent.close()
+    engine.dispose()
+    assert failed, f"still connecting after {limit + 3} s"
+    took, error = failed[0]
+    assert "timeout" in str(error) and limit - 0.5 < took < limit + 3

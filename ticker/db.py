@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, func, make_url, select
 from sqlalchemy.orm import DeclarativeBase
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Base(DeclarativeBase):
 # watermark ("cndl"), so that a rollup never holds up appends.
 WRITE_LOCK = 0x7469636B
 CANDLE_LOCK = 0x636E646C
+
+CONNECT_TIMEOUT = 5  # seconds for a PostgreSQL connection to be made, unless the URL says
 
 # SQLite's WAL: checkpointed every CHECKPOINT_INTERVAL seconds without waiting
 # for anyone (PASSIVE).  Under a flood of writes a passive checkpoint never
@@ -89,7 +91,10 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine
     url = normalise_url(url)
     pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": 30}
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, **pool)
+        # A host that takes the connection and never answers fails it, unless the URL says.
+        named = "connect_timeout" in make_url(url).query
+        connect = {} if named else {"connect_timeout": CONNECT_TIMEOUT}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect, **pool)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "isolation_level": None, "timeout": 30},
