@@ -16,7 +16,9 @@ import pytest
 
 from tests.fakes import eventually
 from ticker.events import Tick
-from ticker.sources.feed import FeedSource, Mark, Trade, Upstream, backoff_delay
+from ticker.sources.feed import FeedSource, backoff_delay
+from ticker.sources.marks import Mark
+from ticker.sources.upstream import Trade, Upstream
 
 DROP = "drop"
 

@@ -6,7 +6,7 @@ exactly what the log holds.  A process that takes the producer lease over
 reads them in its take-over transaction and its source starts after them:
 no trade the previous holder committed is appended again.  Rows are keyed by
 ``TICKER_SOURCE`` as well as the symbol, so a switch of venue starts afresh.
-The cursor text is the source's own (``ticker.sources.feed.Mark``).
+The cursor text is the source's own (``ticker.sources.marks.Mark``).
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ from ticker.errors import SourceError
 from ticker.events import exact_price, exact_size, parse_ts
 from ticker.sources._http import parse_retry_after
 from ticker.sources.exchange import make_exchange, map_symbols
-from ticker.sources.feed import FeedSource, Trade, Upstream
+from ticker.sources.feed import FeedSource
+from ticker.sources.upstream import Trade, Upstream
 
 logger = logging.getLogger("ticker.sources.ccxttrades")
 

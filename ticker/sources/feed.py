@@ -1,17 +1,10 @@
 """A streamed source: a venue's trades received in a thread of their own, handed over per interval.
 
-A venue's stream is an :class:`Upstream` (``ccxttrades`` for ccxt.pro, the
-alpaca source for alpaca-py); :class:`FeedSource` is the :class:`Source` the
-producer drives, the same for every venue.  Its interface:
-
-- subclass :class:`FeedSource` and implement ``upstream()``, which builds a
-  fresh :class:`Upstream` for each connection;
-- an :class:`Upstream` implements ``connect``, ``receive`` (the next raw
-  trades, raising when the connection broke), ``parse`` (one raw trade into a
-  :class:`Trade`, raising ``ValueError``/``KeyError``/``TypeError`` when it is
-  malformed; an upstream that reads frames itself reports an unreadable one
-  to ``FeedSource.skip_malformed``), ``close``, and, where the venue numbers its trades 1, 2, 3 per
-  symbol (``sequential = True``), ``fill`` (the trades after an id, over REST).
+A venue's stream is an :class:`~ticker.sources.upstream.Upstream`
+(``ccxttrades`` for ccxt.pro, the alpaca source for alpaca-py);
+:class:`FeedSource` is the :class:`Source` the producer drives, the same for
+every venue: subclass it and implement ``upstream()``, which builds a fresh
+upstream for each connection.
 
 The thread.  ``resume`` (this process took the producer lease) starts a
 native thread running its own asyncio loop, so the upstream's asyncio code
@@ -28,8 +21,8 @@ past ``capacity`` they are dropped and counted.  The producer's
 one write transaction per interval.
 
 No trade twice, none lost that the venue still has.  Each symbol has a
-:class:`Mark`: the last trade taken (its id and time; for a venue without
-sequential ids, also the ids taken at that time).  A trade at or before the
+:class:`~ticker.sources.marks.Mark`: the last trade taken (its id and time;
+for a venue without sequential ids, also the ids taken at that time).  A trade at or before the
 mark is a duplicate (a replay after a reconnect) and is dropped and counted.
 On a sequential venue a trade past ``mark.id + 1`` is a gap: logged, counted,
 and filled through ``Upstream.fill`` before the trade itself is taken.
@@ -44,19 +37,19 @@ committed: what the old one had buffered but not committed is received again
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ticker.events import Event, Tick
 from ticker.sources.base import Source
+from ticker.sources.marks import Mark, mark_after, seen, trade_order
+from ticker.sources.upstream import Trade, Upstream
 
 logger = logging.getLogger("ticker.sources.feed")
 
@@ -64,73 +57,6 @@ CAPACITY = 100_000  # trades buffered between two intervals, at most
 MAX_FILL = 5_000  # trades one gap may fill over REST; a longer gap is counted as lost
 STOP_WAIT = 5.0  # seconds ``pause`` waits for the thread to close its connection
 RATE_WINDOW = 10.0  # seconds over which ``trades_per_s`` is measured
-
-
-@dataclass(frozen=True, slots=True)
-class Trade:
-    """One trade of a venue: our symbol, the venue's exact strings and its trade time."""
-
-    symbol: str
-    price: str
-    size: str
-    ts: int  # the venue's trade time, microseconds since the epoch
-    trade_id: str
-
-    def tick(self) -> Tick:
-        """Return the trade as the tick the log takes."""
-        return Tick(self.symbol, self.price, self.ts, self.size)
-
-
-@dataclass
-class Mark:
-    """Where a symbol's trades stand: the last one taken, and the ids taken at its time."""
-
-    trade_id: str
-    ts: int
-    ids_at_ts: set[str] = field(default_factory=set)
-
-    def dump(self) -> str:
-        """Return the mark as the text a cursor row stores."""
-        return json.dumps({"id": self.trade_id, "ts": self.ts, "ids": sorted(self.ids_at_ts)})
-
-    @classmethod
-    def load(cls, text: str) -> Mark:
-        """Read a mark written by :meth:`dump`."""
-        data = json.loads(text)
-        return cls(str(data["id"]), int(data["ts"]), {str(i) for i in data.get("ids", ())})
-
-
-class Upstream(ABC):
-    """One connection to a venue's trade stream, run on the feed thread's loop."""
-
-    #: Trade ids are integers rising per symbol: an id at or below the mark is a duplicate.
-    ordered: bool = False
-    #: They are also consecutive: a jump is a gap, filled by ``fill``.
-    sequential: bool = False
-
-    @abstractmethod
-    async def connect(self) -> None:
-        """Open the connection and subscribe (markets may be loaded here)."""
-
-    @abstractmethod
-    async def receive(self) -> Sequence[Any]:
-        """Return the next raw trades; raise when the connection is broken."""
-
-    @abstractmethod
-    def parse(self, raw: Any) -> Trade:
-        """Turn one raw trade into a :class:`Trade`; raise ValueError, KeyError or TypeError."""
-
-    async def fill(self, symbol: str, after_id: int, limit: int) -> Sequence[Any]:
-        """Return up to ``limit`` raw trades of ``symbol`` after ``after_id``, over REST."""
-        return []
-
-    def retry_after(self) -> float | None:
-        """Return the seconds the venue asked to wait (a ``Retry-After``) when it last refused."""
-        return None
-
-    @abstractmethod
-    async def close(self) -> None:
-        """Close the connection; never raise."""
 
 
 def backoff_delay(attempt: int, ceiling: float, base: float = 0.5) -> float:
@@ -222,7 +148,7 @@ class FeedSource(Source):
         for _ in range(len(self.buffer)):
             trade = self.buffer.popleft()
             ticks.append(trade.tick())
-            handed[trade.symbol] = _mark_after(handed.get(trade.symbol), trade)
+            handed[trade.symbol] = mark_after(handed.get(trade.symbol), trade)
             moved.add(trade.symbol)
         self._checkpoint = {symbol: handed[symbol].dump() for symbol in moved}
         self._count_rate(len(ticks))
@@ -299,7 +225,7 @@ class FeedSource(Source):
         A stopped run's thread may still be finishing while its successor runs
         (``pause`` waits only so long): it must not touch the new marks or buffer.
         """
-        trades = sorted(self._parsed(upstream, batch), key=_order)
+        trades = sorted(self._parsed(upstream, batch), key=trade_order)
         for trade in trades:
             if upstream.sequential and not run.stopping:
                 await self._fill_gap(upstream, trade, run)
@@ -349,7 +275,7 @@ class FeedSource(Source):
                 page = self._parsed(
                     upstream, await upstream.fill(trade.symbol, last, this - 1 - last)
                 )
-                page = [t for t in sorted(page, key=_order) if last < int(t.trade_id) < this]
+                page = [t for t in sorted(page, key=trade_order) if last < int(t.trade_id) < this]
                 if not page:
                     break
                 if run.stopping:
@@ -369,10 +295,10 @@ class FeedSource(Source):
         """Buffer ``trade`` unless it is at or before its symbol's mark; move the mark."""
         self.health.trades += 1
         mark = self.marks.get(trade.symbol)
-        if mark is not None and _seen(mark, trade, ordered):
+        if mark is not None and seen(mark, trade, ordered):
             self.health.duplicates += 1
             return
-        self.marks[trade.symbol] = _mark_after(mark, trade)
+        self.marks[trade.symbol] = mark_after(mark, trade)
         if len(self.buffer) >= self.capacity:
             self.health.dropped += 1
             if self.health.dropped % 10_000 == 1:
@@ -387,27 +313,6 @@ class FeedSource(Source):
         while self._counts[0][0] < now - RATE_WINDOW:
             self._counts.popleft()
         self.health.trades_per_s = round(sum(n for _, n in self._counts) / RATE_WINDOW, 3)
-
-
-def _mark_after(mark: Mark | None, trade: Trade) -> Mark:
-    """Return the mark that stands just after ``trade``, taken after ``mark``."""
-    at_ts = mark.ids_at_ts if mark is not None and mark.ts == trade.ts else set()
-    return Mark(trade.trade_id, trade.ts, {*at_ts, trade.trade_id})
-
-
-def _order(trade: Trade) -> tuple[int, int, str]:
-    """Sort trades by time, then by numeric id where the ids are numbers."""
-    tid = trade.trade_id
-    return (trade.ts, int(tid) if tid.isdigit() else 0, tid)
-
-
-def _seen(mark: Mark, trade: Trade, ordered: bool) -> bool:
-    """Tell whether ``trade`` was taken already: by id where ids rise, else by time and id."""
-    if ordered and mark.trade_id.isdigit() and trade.trade_id.isdigit():
-        return int(trade.trade_id) <= int(mark.trade_id)
-    if trade.ts != mark.ts:
-        return trade.ts < mark.ts
-    return trade.trade_id in mark.ids_at_ts
 
 
 class _Run:

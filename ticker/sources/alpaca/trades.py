@@ -36,7 +36,8 @@ from ticker.errors import SourceError
 from ticker.events import Event, Tick, exact_price, exact_size
 from ticker.sources.alpaca.client import KEYS_HINT
 from ticker.sources.alpaca.common import Stocks
-from ticker.sources.feed import FeedSource, Trade, Upstream
+from ticker.sources.feed import FeedSource
+from ticker.sources.upstream import Trade, Upstream
 
 DEFAULT_STREAM = "wss://stream.data.alpaca.markets"
 #: Unless TICKER_SOURCE_SILENCE says otherwise: IEX can be quiet for minutes on
