@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -317,6 +318,26 @@ def test_a_start_whose_migrations_fail_stops_saying_so(tmp_path: Path) -> None:
     assert "the migrations failed" in text_
     assert "Exception in worker process" not in text_  # said once, by the master
     assert not _answers(f"http://127.0.0.1:{port}")
+
+
+def test_a_start_on_a_database_host_that_never_answers_stops_saying_so(tmp_path: Path) -> None:
+    """A PostgreSQL host that takes the connection and says nothing (hung, black-holed):
+    the workers' version check gives up, the migrations' connection times out, and the
+    start ends with the boot error instead of waiting for ever."""
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never answers
+    port = free_port()
+    log = tmp_path / "server.log"
+    url = f"postgresql://root@127.0.0.1:{silent.getsockname()[1]}/ticker"
+    argv = [sys.executable, "-m", "ticker.cli", "serve"]
+    proc = run_logged(argv, plain_env(url, port), ROOT, log)
+    try:
+        assert proc.wait(60) == 3  # gunicorn's "Worker failed to boot"
+    finally:
+        silent.close()
+        if proc.poll() is None:
+            proc.kill()
+    text_ = log.read_text()
+    assert "connection timeout expired" in text_ and "the migrations failed" in text_
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
