@@ -24,7 +24,7 @@ from tests.servers import Server, free_port
 from tests.sse_client import SSEStream
 from ticker import ROOT
 from ticker.boot_migration import THREAD, VERSION_WAIT, Migration
-from ticker.cli import at_head
+from ticker.cli import MIGRATIONS, at_head
 
 pytestmark = pytest.mark.server
 
@@ -198,7 +198,7 @@ def test_a_start_migrates_a_database_behind_and_only_reads_one_at_head(
     with engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
-    assert version == ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
     at_head = _served(env, tmp_path / "at-head.log")
     assert at_head.count("Booting worker") == 2

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 
+MIGRATIONS = ROOT / "migrations"  # Alembic's scripts
+
+
 def _app() -> Flask:
     from ticker import create_app
 
@@ -37,7 +40,7 @@ def alembic_config(database_url: str) -> Config:
     from alembic.config import Config
 
     config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["configure_logger"] = False  # keep our one-line log format
     return config
@@ -61,7 +64,7 @@ def at_head(engine: Engine, lock_wait_ms: int = 200) -> bool:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    heads = set(ScriptDirectory(str(ROOT / "migrations")).get_heads())
+    heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "postgresql":

@@ -22,8 +22,9 @@ one write transaction per interval.
 
 No trade twice, none lost that the venue still has.  Each symbol has a
 :class:`~ticker.sources.marks.Mark`: the last trade taken (its id and time;
-for a venue without sequential ids, also the ids taken at that time).  A trade at or before the
-mark is a duplicate (a replay after a reconnect) and is dropped and counted.
+for a venue without sequential ids, also the ids taken at that time).  A
+trade at or before the mark is a duplicate (a replay after a reconnect) and
+is dropped and counted.
 On a sequential venue a trade past ``mark.id + 1`` is a gap: logged, counted,
 and filled through ``Upstream.fill`` before the trade itself is taken.
 ``checkpoint`` gives the marks of the trades the last ``next_ticks`` returned;
