@@ -314,6 +314,12 @@ def captured(name: str = "ticker", level: int = logging.WARNING) -> Iterator[lis
         logger.setLevel(was)
 
 
+# How long a source waits for the fake's answer. Generous, since a loaded CI
+# machine can take a few hundred milliseconds to answer even a good request
+# (0.3 s timed out once there); the HANG tests wait this long.
+SOURCE_TIMEOUT = 1.0
+
+
 def source_apps(
     make_app: Callable[..., Flask], exchange: FakeExchange, clock: Clock, source: str, symbols: str
 ) -> Iterator[Callable[..., tuple[Flask, Producer]]]:
@@ -325,7 +331,7 @@ def source_apps(
             "source": source,
             "source_url": exchange.url,
             "symbols": symbols,
-            "source_timeout": 0.3,
+            "source_timeout": SOURCE_TIMEOUT,
             **config,
         }
         app = make_app(**settings)

@@ -11,7 +11,17 @@ from flask import Flask
 from sqlalchemy import text
 
 from tests.fake_alpaca import CLOCK, KEYS, TRADES, closed, hours, latest, raw, trade
-from tests.fakes import HANG, Answer, Clock, FakeExchange, captured, due, ok, source_apps
+from tests.fakes import (
+    HANG,
+    SOURCE_TIMEOUT,
+    Answer,
+    Clock,
+    FakeExchange,
+    captured,
+    due,
+    ok,
+    source_apps,
+)
 from tests.servers import run_ticker
 from ticker.errors import ConfigError
 from ticker.events import parse_ts
@@ -278,5 +288,5 @@ def test_malformed_answers_and_timeouts_are_errors_and_good_trades_beside_them_k
     assert producer.state.errors == 5
     assert producer.state.consecutive_errors == 0
     assert any("not JSON" in m for m in logged)
-    assert any("no answer within 0.3s" in m for m in logged)
+    assert any(f"no answer within {SOURCE_TIMEOUT:g}s" in m for m in logged)
     assert any("malformed trades: AAPL" in m for m in logged)
