@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, jsonify
-
 if TYPE_CHECKING:
+    from flask import Response
+
     from ticker.events import Tick
 
 
@@ -59,6 +59,11 @@ class SourceError(TickerError):
 
 def error_response(status: int, message: str, **details: Any) -> Response:
     """Return ``{"error": message, **details}`` with ``status``."""
+    # Imported here: the errors are also raised where Flask is not loaded (the
+    # gunicorn master, `ticker serve` before it hands over), and a start is
+    # a deploy's gap while nothing listens.
+    from flask import jsonify
+
     response = jsonify({"error": message, **details})
     response.status_code = status
     return response

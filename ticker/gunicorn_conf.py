@@ -9,13 +9,15 @@ same way:
 - the master, on starting, checks the configuration and points
   ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before any worker imports
   ``prometheus_client`` (so ``/metrics`` adds up every worker); once it
-  listens, it forks the workers, and runs the migrations when one asks;
+  listens, it imports ``prometheus_client``, forks the workers, and runs the
+  migrations when one asks;
 - each worker, once it has loaded the app and found the database migrated
   (or asked for the migrations and seen them done), starts its follower, its
   producer jobs and, under the gevent worker, its broadcaster;
 - on SIGTERM a worker stops accepting, ends every stream between two messages
   (ticker's gevent worker within 50 ms; clients reconnect, with their last id,
-  to whichever server answers), and exits, handing the producer lease on;
+  to whichever server answers), hands the producer lease on, and exits at
+  once, without Python's teardown (ticker's gevent worker);
 - the master drops each dead worker's gauges, so ``/metrics`` stops counting
   its open streams.
 
@@ -24,6 +26,7 @@ Importing this module loads neither the app nor ``prometheus_client``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -115,6 +118,10 @@ def when_ready(server: Any) -> None:
     global _migration
     _migration = Migration()
     _migration.start()
+    # Once, now that the workers' directory is set (they inherit it): at the first
+    # ``child_exit`` of a stop, the import would hold the master's exit, and with it
+    # a restart's new server, by 50 ms.
+    importlib.import_module("prometheus_client.multiprocess")
 
 
 _migration: Migration | None = None  # this start's, in the master and (forked) its workers
@@ -192,12 +199,14 @@ def _end_streams_on_shutdown(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the jobs and release the producer lease."""
+    """Stop the jobs and release the producer lease; end a finished ticker worker at once."""
     from ticker import lifecycle
 
     state = app_state(worker)
     if state is not None:
         lifecycle.stop(state)
+    if getattr(worker, "finished", False):  # ticker's worker, stopped (``ticker/worker.py``)
+        worker.exit_now()
 
 
 def app_state(worker: Any) -> AppState | None:

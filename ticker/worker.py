@@ -15,6 +15,12 @@ loaded and the migrations ran, a second or more.  This worker closes that
 socket at once and listens only when it is ready to serve, so until then the
 connections go to the servers that can answer them.
 
+Once it has stopped, and gunicorn's ``worker_exit`` hook has handed the
+producer lease on, the process ends at once (``exit_now``) instead of going
+through Python's teardown, which frees the heap object by object: with 5,000
+streams that took 0.2 to 0.4 s, during which the master waits for it and a
+restart's new server cannot bind the port.
+
 Everything else (accepting, the request handling, the signals) is gunicorn's.
 
 Importing this module loads gevent and gunicorn's worker, not the app.
@@ -22,6 +28,9 @@ Importing this module loads gevent and gunicorn's worker, not the app.
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 import time
 from functools import partial
 from typing import Any
@@ -41,6 +50,7 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
     """gunicorn's gevent worker that sees a SIGTERM within ``LOOK`` seconds, not one."""
 
     _listen_late = False  # a socket of its own (--reuse-port), opened once ready
+    finished = False  # run has returned: gunicorn ends the process with status 0
     sockets: list[Any]
 
     def init_process(self) -> None:
@@ -73,6 +83,20 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn has 
             self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
             for server in servers:
                 server.stop(timeout=1)
+        self.finished = True
+
+    def exit_now(self) -> None:
+        """End the finished process with status 0, without Python's teardown.
+
+        Called last, from gunicorn's ``worker_exit`` hook: the connections are
+        closed, the lease handed on and the metrics written by then.  What
+        would still run at exit runs here: the ``atexit`` functions (logging's
+        flush among them) and the flush of the standard streams.
+        """
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
 
     def _serve(self, sock: Any) -> StreamServer:
         """Start accepting on ``sock``, each connection handled by gunicorn in a greenlet."""
