@@ -59,9 +59,9 @@ class SourceError(TickerError):
 
 def error_response(status: int, message: str, **details: Any) -> Response:
     """Return ``{"error": message, **details}`` with ``status``."""
-    # Imported here: the errors are also raised where Flask is not loaded (the
-    # gunicorn master, `ticker serve` before it hands over), and a start is
-    # a deploy's gap while nothing listens.
+    # Imported here, not at the top: the errors are also raised where Flask is
+    # not needed (gunicorn's master, `ticker serve` before it hands over), and
+    # every import there lengthens a restart's gap, with nothing listening.
     from flask import jsonify
 
     response = jsonify({"error": message, **details})
